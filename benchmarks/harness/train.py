@@ -107,7 +107,7 @@ def train_lm(
             on_step(step, loss.detach(), grad_norm.detach(), model)
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
-        loss_value = float(loss)
+        loss_value = float(loss.detach())
         log.losses.append(loss_value)
         log.grad_norms.append(float(grad_norm))
         if progress_bar and step % 10 == 0:
