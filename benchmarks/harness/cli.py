@@ -60,5 +60,4 @@ def corpus_for_args(args: argparse.Namespace) -> Corpus:
         return load_corpus("pydoc", args.data)
     if args.corpus == "auto":
         return load_corpus("pydoc" if args.quick else "shakespeare")
-    kind = "pydoc" if args.corpus == "pydoc" else "shakespeare"
-    return load_corpus(kind)
+    return load_corpus("pydoc" if args.corpus == "pydoc" else "shakespeare")

@@ -96,6 +96,9 @@ def _apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torc
 class CausalSelfAttention(nn.Module):
     """Multi-head causal self-attention (B, T, D) -> (B, T, D) through SDPA."""
 
+    rope_cos: torch.Tensor
+    rope_sin: torch.Tensor
+
     def __init__(self, config: GPTConfig) -> None:
         super().__init__()
         d = config.d_model
@@ -122,7 +125,8 @@ class CausalSelfAttention(nn.Module):
             k = _apply_rotary(k, self.rope_cos, self.rope_sin)
         p = self.dropout if self.training else 0.0
         out = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        return self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        projected: torch.Tensor = self.out_proj(out.transpose(1, 2).reshape(b, t, d))
+        return projected
 
 
 class MLP(nn.Module):
@@ -136,7 +140,8 @@ class MLP(nn.Module):
         self.drop = nn.Dropout(config.dropout)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.drop(self.fc2(F.gelu(self.fc1(x))))
+        out: torch.Tensor = self.drop(self.fc2(F.gelu(self.fc1(x))))
+        return out
 
 
 class Block(nn.Module):

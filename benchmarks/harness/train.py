@@ -97,7 +97,7 @@ def train_lm(
                 group["lr"] = group["initial_lr"] * mult
         x, y = get_batch(data, batch_size, seq_len, gen, device)
         loss = model.loss(x, y)
-        loss.backward()
+        torch.autograd.backward(loss)
         if clip is not None:
             grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip)
         else:
