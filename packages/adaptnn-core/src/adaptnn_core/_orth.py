@@ -160,7 +160,8 @@ def newton_schulz(
 
     Procedure (KellerJordan/Muon, batched): cast to ``compute_dtype``; transpose when m > n;
     ``X ← X / (prescale·‖X‖_F + eps)`` with the norm accumulated in fp32 (float64 for a float64
-    ``compute_dtype``); per step ``A = XXᵀ``, ``B = bA + cA²``, ``X ← aX + BX``; transpose back;
+    ``compute_dtype``) and the denominator rounded to ``compute_dtype`` as in Muon (not for
+    float16, whose range is too small); per step ``A = XXᵀ``, ``B = bA + cA²``, ``X ← aX + BX``; transpose back;
     cast to ``out_dtype``. A zero matrix returns zeros.
 
     Args:
@@ -199,14 +200,21 @@ def newton_schulz(
     if not (math.isfinite(prescale) and prescale > 0.0):
         raise ValueError(f"prescale must be finite and > 0, got {prescale!r}")
 
-    Y = X.to(cdtype)
-    transposed = Y.shape[-2] > Y.shape[-1]
-    if transposed:
-        Y = Y.mT
+    transposed = X.shape[-2] > X.shape[-1]
+    # Cast and lay out contiguously in one pass, so a tall matrix is processed exactly like its
+    # materialised transpose (same BLAS layouts, bit-identical results).
+    Y = (X.mT if transposed else X).to(cdtype, memory_format=torch.contiguous_format)
     acc = torch.float64 if cdtype == torch.float64 else torch.float32
     norm = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
-    # Divide in the accumulation dtype and round once to the compute dtype.
-    Y = torch.div(Y, norm * prescale + eps).to(cdtype)
+    den = norm * prescale + eps
+    if cdtype != torch.float16:
+        # The references (KellerJordan/Muon, torch.optim.Muon) divide by the norm rounded to the
+        # compute dtype; doing the same keeps bf16 results identical to theirs (NS amplifies a
+        # one-ulp change of the scale into visible element-wise differences). float16 keeps the
+        # fp32 denominator, as large norms overflow its range.
+        den = den.to(cdtype)
+    # One division computed in fp32 (opmath) and rounded once to the compute dtype.
+    Y = torch.div(Y, den).to(cdtype)
 
     batch_shape = Y.shape[:-2]
     m, n = Y.shape[-2], Y.shape[-1]
