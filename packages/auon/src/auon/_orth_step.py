@@ -1,0 +1,176 @@
+"""Private step functions of the Newton–Schulz optimisers (``Muon`` and ``HybridAuON``).
+
+Momentum and the non-finite check are multi-tensor; the orthogonalisation itself is per parameter
+(``adaptnn_core.orthogonalize``). DTensor parameters are gathered (``full_tensor``), orthogonalised
+and re-sharded locally: correct, not communication-efficient.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from adaptnn_core import orthogonalize
+from auon._common import (
+    _all_reduce_by_key,
+    _full_tensor,
+    _keep_finite_,
+    _local,
+    _local_shard_of,
+    _momentum,
+    _neg,
+    _norms,
+    _reduce_key,
+    _use_foreach,
+    _zero_nonfinite_,
+)
+from auon.functional import cosh_factor
+
+
+def _count(counters: Sequence[Tensor] | None, finite: Tensor) -> None:
+    if counters is None:
+        return
+    for c, f in zip(counters, finite.unbind(0), strict=True):
+        c.add_(f.logical_not().to(torch.int64))
+
+
+def _orth_step(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    bufs: Sequence[Tensor],
+    counters: Sequence[Tensor] | None,
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    nesterov: bool,
+    weight_decay: float,
+    ns_steps: int,
+    ns_coefficients: Any,
+    ns_eps: float,
+    flatten: bool,
+    scale_fn: Callable[[Sequence[int]], float],
+    gamma: float | None,
+    eps_rms: float,
+    skip: bool,
+    maximize: bool,
+    foreach: bool | None,
+) -> None:
+    """Muon (``gamma=None``) or paper HybridAuON (cosh step on the NS output) on lists of tensors.
+
+    ``p ← p·(1 − lr·wd) − lr·s·ortho`` (Muon) or ``− lr·s·ortho/(r + eps_rms)`` (Hybrid) with
+    ``O = orthogonalize(G, steps, coefficients, compute_dtype=bf16, flatten)`` and
+    ``r = sqrt(mean cosh²(γ·ortho/‖ortho‖_F))``.
+    """
+    if not params:
+        return
+    use_foreach = _use_foreach(foreach, (_local(p) for p in params))
+    ps = [_local(p) for p in params]
+    gs = [_local(g) for g in grads]
+    ms = [_local(m) for m in bufs]
+    if use_foreach and len({(p.device, p.dtype) for p in ps}) > 1:
+        use_foreach = False  # mixed buckets: the loop path handles them
+    keys = [_reduce_key(p) for p in params]
+    if maximize:
+        gs = _neg(gs, use_foreach)
+    G, m_new = _momentum(
+        ps, gs, ms, beta=momentum, nesterov=nesterov, skip=skip, foreach=use_foreach
+    )
+    finite = torch.isfinite(_all_reduce_by_key(_norms(G, use_foreach).square(), keys, "sum"))
+    flags = finite.unbind(0)
+    if skip:
+        _keep_finite_(ms, m_new, flags)
+        _zero_nonfinite_(G, flags)
+    lr_t = lr if isinstance(lr, Tensor) else None
+    for i, p in enumerate(params):
+        local_p = ps[i]
+        full = _full_tensor(G[i], p)
+        ortho = orthogonalize(
+            full,
+            flatten=flatten,
+            steps=ns_steps,
+            coefficients=ns_coefficients,
+            compute_dtype=torch.bfloat16,
+            eps=ns_eps,
+        )
+        if gamma is not None:
+            r = cosh_factor(ortho, gamma)
+            ortho = ortho / (r + eps_rms).to(ortho.dtype)
+        ortho = _local_shard_of(ortho, p)
+        lr_i: float | Tensor = lr_t.reshape(()).to(local_p.device) if lr_t is not None else lr
+        base: float | Tensor = -scale_fn(tuple(p.shape)) * lr_i
+        if weight_decay != 0.0:
+            decay = 1.0 - lr * weight_decay
+            if skip:
+                decay = torch.where(flags[i], torch.as_tensor(decay, device=local_p.device), 1.0)
+            local_p.mul_(decay)
+        if skip:
+            base = torch.where(
+                flags[i], torch.as_tensor(base, device=local_p.device, dtype=torch.float32), 0.0
+            )
+        if isinstance(base, Tensor):
+            local_p.addcmul_(ortho, base.to(torch.float32))
+        else:
+            local_p.add_(ortho, alpha=base)
+    _count(counters, finite)
+
+
+def _hybrid_repo_step(
+    params: Sequence[Tensor],
+    grads: Sequence[Tensor],
+    bufs: Sequence[Tensor],
+    counters: Sequence[Tensor] | None,
+    *,
+    lr: float | Tensor,
+    momentum: float,
+    weight_decay: float,
+    wd_muls: Sequence[float],
+    ns_steps: int,
+    gamma: float,
+    eps: float,
+    eps_rms: float,
+    skip: bool,
+    maximize: bool,
+) -> None:
+    """The refactored repository's ``HybridAuON``: decay first, EMA + Nesterov, fp32 NS per slice.
+
+    ``O = NS(G)`` (fp32, leading dims as a batch; ``O = G`` for ndim < 2);
+    ``r = sqrt(mean cosh²(γ·ortho/(‖ortho‖_F + eps)))``; ``p ← p − lr·ortho/(r + eps_rms)``; no shape factor.
+    """
+    beta = momentum
+    finites = []
+    for i, p in enumerate(params):
+        local_p, m = _local(p), _local(bufs[i])
+        g = _local(grads[i])
+        if maximize:
+            g = -g
+        new_p = (
+            local_p.mul(1 - lr * weight_decay * wd_muls[i])
+            if weight_decay != 0.0
+            else local_p.clone()
+        )
+        new_m = m.mul(beta).add_((1 - beta) * g)
+        G_local = (1 - beta) * g + beta * new_m
+        G = _full_tensor(G_local, p)
+        ortho = (
+            orthogonalize(G, flatten=False, steps=ns_steps, compute_dtype=torch.float32)
+            if G.ndim >= 2
+            else G
+        )
+        s = torch.linalg.vector_norm(ortho)
+        X = (gamma * ortho) / (s + eps)
+        r = torch.sqrt(torch.cosh(X).pow(2).mean())
+        update = _local_shard_of(ortho / (r + eps_rms), p)
+        stepped = new_p - update.mul_(lr)
+        finite = torch.isfinite(s)
+        finites.append(finite)
+        if skip:
+            torch.where(finite, stepped, local_p, out=local_p)
+            torch.where(finite, new_m, m, out=m)
+        else:
+            local_p.copy_(stepped)
+            m.copy_(new_m)
+    if finites:
+        _count(counters, torch.stack(finites))

@@ -1,0 +1,204 @@
+"""``HybridAuON``: Newton–Schulz orthogonalisation followed by the AuON cosh step.
+
+Paper variant (default): ``ns_steps = 1`` as the paper states; ``O = orthogonalize(G)`` in bf16;
+``U = O/(r + eps_rms)`` with ``r = sqrt(mean cosh²(γ·O/‖O‖_F))``; decoupled decay and a Muon-style
+shape factor. Repo variant: the refactored repository's class (5 fp32 NS steps per slice of the
+leading dims, γ = 1.5, decay first with ``wd_mul``, no shape factor). It costs as much as Muon per
+NS step: it is not linear time.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from auon._common import (
+    _check_bool,
+    _check_choice,
+    _check_float,
+    _check_ns,
+    _check_param,
+    _collect_group,
+    _lr_value,
+    _muon_scale,
+)
+from auon._orth_step import _hybrid_repo_step, _orth_step
+from auon.optimizer import ParamsT
+
+__all__ = ["HybridAuON"]
+
+
+def _validate_hybrid_group(group: dict[str, Any]) -> None:
+    group["lr"] = _lr_value(group["lr"])
+    _check_float(group["momentum"], "momentum", low=0.0, high=1.0)
+    _check_float(group["weight_decay"], "weight_decay", low=0.0)
+    _check_choice(group["variant"], "variant", ("paper", "repo"))
+    paper = group["variant"] == "paper"
+    if group["gamma"] is None:
+        group["gamma"] = 1.0 if paper else 1.5
+    if group["ns_steps"] is None:
+        group["ns_steps"] = 1 if paper else 5
+    _check_float(group["gamma"], "gamma", low=0.0, low_open=True)
+    _check_ns(group["ns_steps"])
+    _check_float(group["eps"], "eps", low=0.0, low_open=True)
+    _check_float(group["eps_rms"], "eps_rms", low=0.0)
+    _check_choice(
+        group["adjust_lr_fn"], "adjust_lr_fn", (None, "original", "unit", "match_rms_adamw")
+    )
+    _check_choice(group["nonfinite"], "nonfinite", ("skip", "propagate"))
+    for flag in ("nesterov", "flatten", "maximize"):
+        _check_bool(group[flag], flag)
+    if group["foreach"] is not None:
+        _check_bool(group["foreach"], "foreach")
+    if not paper and group["adjust_lr_fn"] is not None:
+        raise ValueError(
+            f"adjust_lr_fn must be None with variant='repo', got {group['adjust_lr_fn']!r}"
+        )
+    for p in group["params"]:
+        _check_param(p, f"HybridAuON(variant={group['variant']!r})", min_ndim=2 if paper else 0)
+
+
+class HybridAuON(Optimizer):
+    """Newton–Schulz-orthogonalised Nesterov momentum, then the AuON cosh normalisation.
+
+    Paper variant, per parameter: ``m ← lerp(m, g, 1−β)``; ``G = lerp(g, m, β)`` (or ``m``);
+    ``O = adaptnn_core.orthogonalize(G, steps=ns_steps, coefficients=ns_coefficients,
+    compute_dtype=bf16, flatten=flatten)``; ``r = sqrt(mean cosh²(γ·O/‖O‖_F))``;
+    ``p ← p·(1 − lr·wd) − lr·s·O/(r + eps_rms)`` with the Muon shape factor ``s``
+    (None/"original" ``sqrt(max(1, rows/cols))``, "unit" 1, "match_rms_adamw"
+    ``0.2·sqrt(max(rows, cols))``; ``(rows, cols) = matrix_shape(p)``). ``flatten=False`` treats the
+    leading dims of an ``ndim > 2`` tensor as a batch of matrices (e.g. a stacked ``(3, h, d)`` QKV).
+
+    Repo variant: decay ``p·(1 − lr·wd·wd_mul)`` first; ``m ← β·m + (1−β)·g``;
+    ``G = (1−β)·g + β·m``; ``O`` = 5 fp32 NS steps per slice (``O = G`` for ndim < 2); γ = 1.5;
+    ``p ← p − lr·O/(r + eps_rms)``; no shape factor.
+
+    Under FSDP2 (DTensor parameters) the full matrix is gathered, orthogonalised and re-sharded.
+
+    Args:
+        params: Parameters or param groups (paper variant: ``ndim ≥ 2`` only).
+        lr: Learning rate (float ≥ 0 or 1-element tensor).
+        momentum: ``β ∈ [0, 1]``.
+        weight_decay: Decoupled decay ``≥ 0``.
+        gamma: cosh temperature; ``None`` → 1.0 (paper) or 1.5 (repo).
+        ns_steps: Newton–Schulz steps in ``[1, 99]``; ``None`` → 1 (paper) or 5 (repo).
+        variant: ``"paper"`` or ``"repo"``.
+        nesterov: Nesterov look-ahead (paper variant).
+        ns_coefficients: ``"keller"``, ``"polar_express"`` or ``(a, b, c)`` (paper variant).
+        flatten: ``(shape[0], -1)`` view for ``ndim > 2`` (paper variant).
+        adjust_lr_fn: Shape factor rule (paper variant).
+        eps: Added to norms.
+        eps_rms: Added to ``r``.
+        nonfinite: ``"skip"`` or ``"propagate"``.
+        maximize: Maximise the objective.
+        foreach: Multi-tensor momentum; ``None`` → on for CUDA parameters.
+
+    Raises:
+        ValueError: A bad hyperparameter (naming it) or a parameter the variant does not accept.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 0.24,
+        momentum: float = 0.95,
+        weight_decay: float = 0.0,
+        gamma: float | None = None,
+        ns_steps: int | None = None,
+        *,
+        variant: Literal["paper", "repo"] = "paper",
+        nesterov: bool = True,
+        ns_coefficients: Any = "keller",
+        flatten: bool = True,
+        adjust_lr_fn: Literal["original", "unit", "match_rms_adamw"] | None = None,
+        eps: float = 1e-7,
+        eps_rms: float = 1e-8,
+        nonfinite: Literal["skip", "propagate"] = "skip",
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults: dict[str, Any] = {
+            "lr": lr,
+            "momentum": momentum,
+            "weight_decay": weight_decay,
+            "gamma": gamma,
+            "ns_steps": ns_steps,
+            "variant": variant,
+            "nesterov": nesterov,
+            "ns_coefficients": ns_coefficients,
+            "flatten": flatten,
+            "adjust_lr_fn": adjust_lr_fn,
+            "eps": eps,
+            "eps_rms": eps_rms,
+            "nonfinite": nonfinite,
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        _validate_hybrid_group({**defaults, "params": []})
+        super().__init__(cast(Any, params), defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group after validating it."""
+        super().add_param_group(param_group)
+        try:
+            _validate_hybrid_group(self.param_groups[-1])
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimisation step; returns the closure's loss or ``None``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, bufs, counters, wd_muls = _collect_group(self.state, group, "HybridAuON")
+            if not params:
+                continue
+            skip = group["nonfinite"] == "skip"
+            if group["variant"] == "repo":
+                _hybrid_repo_step(
+                    params,
+                    grads,
+                    bufs,
+                    counters,
+                    lr=group["lr"],
+                    momentum=group["momentum"],
+                    weight_decay=group["weight_decay"],
+                    wd_muls=wd_muls,
+                    ns_steps=group["ns_steps"],
+                    gamma=group["gamma"],
+                    eps=group["eps"],
+                    eps_rms=group["eps_rms"],
+                    skip=skip,
+                    maximize=group["maximize"],
+                )
+            else:
+                _orth_step(
+                    params,
+                    grads,
+                    bufs,
+                    counters,
+                    lr=group["lr"],
+                    momentum=group["momentum"],
+                    nesterov=group["nesterov"],
+                    weight_decay=group["weight_decay"],
+                    ns_steps=group["ns_steps"],
+                    ns_coefficients=group["ns_coefficients"],
+                    ns_eps=group["eps"],
+                    flatten=group["flatten"],
+                    scale_fn=partial(_muon_scale, adjust_lr_fn=group["adjust_lr_fn"]),
+                    gamma=group["gamma"],
+                    eps_rms=group["eps_rms"],
+                    skip=skip,
+                    maximize=group["maximize"],
+                    foreach=group["foreach"],
+                )
+        return loss

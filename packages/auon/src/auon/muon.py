@@ -1,0 +1,157 @@
+"""``Muon`` baseline on ``adaptnn_core``'s Newton–Schulz, with ``torch.optim.Muon`` semantics.
+
+``m ← lerp(m, g, 1−μ)``; update ``lerp(g, m, μ)`` (or ``m``); ``O = orthogonalize(update)`` (bf16
+quintic Newton–Schulz, Keller coefficients by default); ``p ← p·(1 − lr·wd) − lr·s·O``. Generalised
+to ``ndim > 2`` parameters through their ``(shape[0], -1)`` view. Defaults follow the original auon
+package's ``Muon`` (lr 0.02, weight decay 0.01), not torch's (1e-3, 0.1).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Literal, cast
+
+import torch
+from torch import Tensor
+from torch.optim import Optimizer
+
+from auon._common import (
+    _check_bool,
+    _check_choice,
+    _check_float,
+    _check_ns,
+    _check_param,
+    _collect_group,
+    _lr_value,
+    _muon_scale,
+)
+from auon._orth_step import _orth_step
+from auon.optimizer import ParamsT
+
+__all__ = ["Muon"]
+
+
+def _validate_muon_group(group: dict[str, Any]) -> None:
+    group["lr"] = _lr_value(group["lr"])
+    _check_float(group["momentum"], "momentum", low=0.0, high=1.0)
+    _check_float(group["weight_decay"], "weight_decay", low=0.0)
+    _check_ns(group["ns_steps"])
+    _check_float(group["eps"], "eps", low=0.0)
+    _check_choice(
+        group["adjust_lr_fn"], "adjust_lr_fn", (None, "original", "unit", "match_rms_adamw")
+    )
+    _check_choice(group["nonfinite"], "nonfinite", ("skip", "propagate"))
+    for flag in ("nesterov", "flatten", "maximize"):
+        _check_bool(group[flag], flag)
+    if group["foreach"] is not None:
+        _check_bool(group["foreach"], "foreach")
+    for p in group["params"]:
+        _check_param(p, "Muon", min_ndim=2)
+
+
+class Muon(Optimizer):
+    """Muon: orthogonalised Nesterov momentum (KellerJordan/Muon, ``torch.optim.Muon`` semantics).
+
+    Per parameter (``ndim ≥ 2``, viewed as ``(shape[0], -1)`` unless ``flatten=False``):
+    ``m.lerp_(g, 1−μ)``; ``G = lerp(g, m, μ)`` (or ``m``); ``O = adaptnn_core.orthogonalize(G,
+    steps=ns_steps, coefficients=ns_coefficients, compute_dtype=bf16, eps=eps)``;
+    ``p ← p·(1 − lr·wd)``; ``p ← p − lr·s·O`` with ``s = sqrt(max(1, rows/cols))`` (None/"original"),
+    1 ("unit") or ``0.2·sqrt(max(rows, cols))`` ("match_rms_adamw"). Matches ``torch.optim.Muon`` on
+    2-D parameters up to bf16 rounding (torch divides by ``max(‖G‖, eps)``, we by ``‖G‖ + eps``).
+    ``lr_mul`` attributes of the original are not honoured: use param groups.
+
+    Args:
+        params: Parameters (``ndim ≥ 2``) or param groups.
+        lr: Learning rate (float ≥ 0 or 1-element tensor).
+        weight_decay: Decoupled decay ``≥ 0`` (unadjusted lr, as torch).
+        momentum: ``μ ∈ [0, 1]``.
+        ns_steps: Newton–Schulz steps in ``[1, 99]``.
+        nesterov: Nesterov look-ahead.
+        ns_coefficients: ``"keller"``, ``"polar_express"`` or an ``(a, b, c)`` triple.
+        eps: Added to the Frobenius norm before NS.
+        adjust_lr_fn: Shape factor rule.
+        flatten: ``(shape[0], -1)`` view for ``ndim > 2``; ``False`` batches the leading dims.
+        nonfinite: ``"skip"`` or ``"propagate"``.
+        maximize: Maximise the objective.
+        foreach: Multi-tensor momentum; ``None`` → on for CUDA parameters.
+
+    Raises:
+        ValueError: A bad hyperparameter (naming it) or a parameter with ``ndim < 2``.
+    """
+
+    def __init__(
+        self,
+        params: ParamsT,
+        lr: float | Tensor = 0.02,
+        weight_decay: float = 0.01,
+        momentum: float = 0.95,
+        ns_steps: int = 5,
+        *,
+        nesterov: bool = True,
+        ns_coefficients: Any = "keller",
+        eps: float = 1e-7,
+        adjust_lr_fn: Literal["original", "unit", "match_rms_adamw"] | None = None,
+        flatten: bool = True,
+        nonfinite: Literal["skip", "propagate"] = "skip",
+        maximize: bool = False,
+        foreach: bool | None = None,
+    ) -> None:
+        defaults: dict[str, Any] = {
+            "lr": lr,
+            "weight_decay": weight_decay,
+            "momentum": momentum,
+            "ns_steps": ns_steps,
+            "nesterov": nesterov,
+            "ns_coefficients": ns_coefficients,
+            "eps": eps,
+            "adjust_lr_fn": adjust_lr_fn,
+            "flatten": flatten,
+            "nonfinite": nonfinite,
+            "maximize": maximize,
+            "foreach": foreach,
+        }
+        _validate_muon_group({**defaults, "params": []})
+        super().__init__(cast(Any, params), defaults)
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group after validating it."""
+        super().add_param_group(param_group)
+        try:
+            _validate_muon_group(self.param_groups[-1])
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
+        """Perform one optimisation step; returns the closure's loss or ``None``."""
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        for group in self.param_groups:
+            params, grads, bufs, counters, _ = _collect_group(self.state, group, "Muon")
+            if not params:
+                continue
+            _orth_step(
+                params,
+                grads,
+                bufs,
+                counters,
+                lr=group["lr"],
+                momentum=group["momentum"],
+                nesterov=group["nesterov"],
+                weight_decay=group["weight_decay"],
+                ns_steps=group["ns_steps"],
+                ns_coefficients=group["ns_coefficients"],
+                ns_eps=group["eps"],
+                flatten=group["flatten"],
+                scale_fn=partial(_muon_scale, adjust_lr_fn=group["adjust_lr_fn"]),
+                gamma=None,
+                eps_rms=0.0,
+                skip=group["nonfinite"] == "skip",
+                maximize=group["maximize"],
+                foreach=group["foreach"],
+            )
+        return loss
