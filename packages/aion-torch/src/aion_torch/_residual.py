@@ -1,0 +1,480 @@
+"""``AionResidual``: the adaptive residual ``out = x + α·y`` with α from an energy ratio.
+
+AION (Croxus-Labs/aion-torch) scales a residual branch ``y`` by ``α = α0 / (1 + β·r̄)``, where
+``r̄`` is an exponential moving average of the ratio of the branch energy ``E[y²]`` to the stream
+energy ``E[x²]`` (``x_norm`` when given). Two numerics are provided:
+
+* ``mode="default"``: statistics detached and in fp32 (``adaptnn_core``), per-token ratios clamped
+  to ``[0, max_ratio]`` and masked, a NaN-safe EMA updated in place, no host synchronisation, one
+  graph under ``torch.compile(fullgraph=True)``, α in eval recomputed from the current parameters,
+  token-weighted distributed statistics on an explicit process group (``"allreduce"``) or one
+  coalesced reduction per optimiser step (``"deferred"`` with :func:`aion_torch.sync_stats`).
+* ``mode="reference"``: the aion-torch 1.0.x numerics, bit for bit in fp32 (energies cast back to
+  the input dtype, mean of per-token ratios, ratio not detached, equal-weight AVG all-reduce on
+  WORLD, eval with ``alpha_cached``), but with buffers written in place and ``alpha_cached``
+  stored detached so that ``deepcopy`` and eval-mode backward work.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
+
+import torch
+from torch import Tensor, nn
+
+from adaptnn_core import all_reduce_, ema_update_, is_initialized, masked_sum_count, mean_square
+from aion_torch._functional import energy
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
+
+__all__ = ["AionResidual"]
+
+Mode = Literal["default", "reference"]
+Reduction = Literal["mean", "ratio_of_means"]
+SyncStats = Literal["none", "allreduce", "deferred"]
+
+_MODES: tuple[str, ...] = ("default", "reference")
+_REDUCTIONS: tuple[str, ...] = ("mean", "ratio_of_means")
+_SYNCS: tuple[str, ...] = ("none", "allreduce", "deferred")
+_PARAMS: tuple[str, ...] = ("alpha0", "beta")
+_DEFAULT_MAX_RATIO = 1e4
+
+
+class _AllReduceAvgIdentity(torch.autograd.Function):
+    """Equal-weight average over WORLD in the forward, identity in the backward (aion-torch 1.0.x)."""
+
+    @staticmethod
+    def forward(ctx: Any, t: Tensor) -> Tensor:
+        out = t.detach().clone()
+        all_reduce_(out, "avg", None)
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad: Tensor) -> Tensor:
+        return grad
+
+
+def _st_clamp_min0(p: Tensor) -> Tensor:
+    """``max(p, 0)`` in the forward with an identity (straight-through) gradient.
+
+    A plain clamp would freeze a scalar that an optimiser step pushed below 0 (its gradient is 0
+    there); with the straight-through gradient it can move back into the valid range.
+    """
+    if not p.requires_grad:
+        return p.clamp(min=0.0)
+    return p + (p.clamp(min=0.0) - p).detach()
+
+
+class AionResidual(nn.Module):
+    """Adaptive residual ``out = x + α·y`` with ``α = α0 / (1 + β·r̄)`` (AION).
+
+    ``r̄`` is an EMA of the batch energy ratio ``E[y²] / (E[d²] + ε)``, ``d = x_norm`` if given else
+    ``x``. The constructor keeps the aion-torch 1.0.x positional signature; everything new is
+    keyword-only.
+
+    Args:
+        alpha0: Initial base scale α0 (> 0); a 0-dim fp32 parameter.
+        beta: Initial sensitivity β (≥ 0); a 0-dim fp32 parameter. In the default mode the
+            forward uses ``max(β, 0)`` (and ``max(α0, 0)``), with a straight-through gradient.
+        ema_gamma: EMA decay γ in ``[0, 1]``. γ = 1 means "no smoothing": α uses the batch
+            statistic (in the default mode ``ratio_ema`` then stores the last statistic).
+        epsilon: ε (> 0) added to the stream energy.
+        mode: ``"default"`` (improved numerics) or ``"reference"`` (aion-torch 1.0.x numerics);
+            the reference mode accepts no other keyword option.
+        detach_stats: Default mode: compute the statistic under ``no_grad`` (then
+            ``∂out/∂x = 1`` and ``∂out/∂y = α`` exactly). False lets gradients flow through it.
+        reduction: ``"mean"`` (masked mean of per-token ratios, the AION rule) or
+            ``"ratio_of_means"`` (``mean E[y²] / (mean E[d²] + ε)``).
+        max_ratio: Per-token ratios are clamped to ``[0, max_ratio]`` (> 0).
+        sync_stats: ``"none"`` (local statistic), ``"allreduce"`` (token-weighted SUM
+            all-reduce of (sum, count) on ``process_group`` in every training forward) or
+            ``"deferred"`` (accumulate into ``pending``; :func:`aion_torch.sync_stats` reduces
+            every layer at once per optimiser step and updates the EMA).
+        process_group: Group for the collectives; ``None`` = default group.
+        trainable: Names among ``("alpha0", "beta")`` that require grad; the others are frozen.
+
+    Attributes:
+        alpha0, beta: 0-dim fp32 parameters.
+        ratio_ema: fp32 0-dim buffer (init 1.0), persistent.
+        step_count: int32 0-dim buffer, training forwards counted, persistent.
+        alpha_cached: fp32 0-dim buffer, α of the last training forward (detached), persistent.
+        num_skipped: int64 0-dim buffer, non-finite statistics skipped (not persistent).
+        pending: fp32 ``(2,)`` buffer, (ratio sum, token count) awaiting ``sync_stats``
+            (not persistent).
+
+    Raises:
+        ValueError: an invalid value (the original messages are kept: "alpha0 must be
+            positive", "beta must be non-negative", "ema_gamma must be in [0, 1]", "epsilon
+            must be positive").
+    """
+
+    post_norm: ClassVar[bool] = False
+
+    alpha0: nn.Parameter
+    beta: nn.Parameter
+    ratio_ema: Tensor
+    step_count: Tensor
+    alpha_cached: Tensor
+    num_skipped: Tensor
+    pending: Tensor
+
+    def __init__(
+        self,
+        alpha0: float = 0.1,
+        beta: float = 0.05,
+        ema_gamma: float = 0.99,
+        epsilon: float = 1e-8,
+        *,
+        mode: Mode = "default",
+        detach_stats: bool = True,
+        reduction: Reduction = "mean",
+        max_ratio: float = _DEFAULT_MAX_RATIO,
+        sync_stats: SyncStats = "none",
+        process_group: ProcessGroup | None = None,
+        trainable: Sequence[str] = _PARAMS,
+    ) -> None:
+        super().__init__()
+        for name, value in (
+            ("alpha0", alpha0),
+            ("beta", beta),
+            ("ema_gamma", ema_gamma),
+            ("epsilon", epsilon),
+            ("max_ratio", max_ratio),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, float)):
+                raise TypeError(f"{name} must be a float, got {value!r}")
+        if not alpha0 > 0:
+            raise ValueError(f"alpha0 must be positive, got {alpha0!r}")
+        if not beta >= 0:
+            raise ValueError(f"beta must be non-negative, got {beta!r}")
+        if not 0 <= ema_gamma <= 1:
+            raise ValueError(f"ema_gamma must be in [0, 1], got {ema_gamma!r}")
+        if not epsilon > 0:
+            raise ValueError(f"epsilon must be positive, got {epsilon!r}")
+        if mode not in _MODES:
+            raise ValueError(f"mode must be one of {_MODES}, got {mode!r}")
+        if reduction not in _REDUCTIONS:
+            raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+        if sync_stats not in _SYNCS:
+            raise ValueError(f"sync_stats must be one of {_SYNCS}, got {sync_stats!r}")
+        if not max_ratio > 0:
+            raise ValueError(f"max_ratio must be positive, got {max_ratio!r}")
+        if not isinstance(detach_stats, bool):
+            raise TypeError(f"detach_stats must be a bool, got {detach_stats!r}")
+        names = (trainable,) if isinstance(trainable, str) else tuple(trainable)
+        unknown = [n for n in names if n not in _PARAMS]
+        if unknown:
+            raise ValueError(f"trainable must contain only {_PARAMS}, got unknown {unknown!r}")
+        if reduction == "ratio_of_means" and sync_stats == "deferred":
+            raise ValueError(
+                "reduction='ratio_of_means' is not supported with sync_stats='deferred' "
+                "(pending holds a (ratio sum, count) pair)"
+            )
+        if mode == "reference":
+            non_default = [
+                name
+                for name, bad in (
+                    ("detach_stats", detach_stats is not True),
+                    ("reduction", reduction != "mean"),
+                    ("max_ratio", max_ratio != _DEFAULT_MAX_RATIO),
+                    ("sync_stats", sync_stats != "none"),
+                    ("process_group", process_group is not None),
+                    ("trainable", set(names) != set(_PARAMS)),
+                )
+                if bad
+            ]
+            if non_default:
+                raise ValueError(
+                    f"mode='reference' reproduces aion-torch 1.0.x and accepts no other option; "
+                    f"got non-default {non_default}"
+                )
+
+        self.mode: Mode = mode
+        self.ema_gamma = float(ema_gamma)
+        self.epsilon = float(epsilon)
+        self.detach_stats = detach_stats
+        self.reduction: Reduction = reduction
+        self.max_ratio = float(max_ratio)
+        self.sync_stats: SyncStats = sync_stats
+        self.process_group = process_group
+        self.trainable = tuple(n for n in _PARAMS if n in names)
+
+        self.alpha0 = nn.Parameter(
+            torch.tensor(float(alpha0), dtype=torch.float32), requires_grad="alpha0" in names
+        )
+        self.beta = nn.Parameter(
+            torch.tensor(float(beta), dtype=torch.float32), requires_grad="beta" in names
+        )
+        self.register_buffer("ratio_ema", torch.tensor(1.0, dtype=torch.float32))
+        self.register_buffer("step_count", torch.tensor(0, dtype=torch.int32))
+        self.register_buffer("alpha_cached", torch.tensor(float(alpha0), dtype=torch.float32))
+        self.register_buffer("num_skipped", torch.tensor(0, dtype=torch.int64), persistent=False)
+        self.register_buffer("pending", torch.zeros(2, dtype=torch.float32), persistent=False)
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode!r}, ema_gamma={self.ema_gamma}, epsilon={self.epsilon}, "
+            f"detach_stats={self.detach_stats}, reduction={self.reduction!r}, "
+            f"max_ratio={self.max_ratio}, sync_stats={self.sync_stats!r}, "
+            f"trainable={self.trainable}"
+        )
+
+    def no_weight_decay(self) -> set[str]:
+        """Parameter names that must not be weight-decayed (timm convention): α0 and β."""
+        return set(_PARAMS)
+
+    # ------------------------------------------------------------------ validation
+    def _check_inputs(
+        self, x: object, y: object, x_norm: object, mask: object
+    ) -> tuple[Tensor, Tensor, Tensor | None, Tensor | None]:
+        if isinstance(x_norm, bool):
+            raise TypeError(
+                "x_norm must be a tensor or None, got a bool: since aion-torch 1.0.1 the third "
+                "positional argument is x_norm; pass return_stats by keyword"
+            )
+        for name, t in (("x", x), ("y", y)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"{name} must be a torch.Tensor, got {type(t).__name__}")
+        x, y = cast(Tensor, x), cast(Tensor, y)
+        if x.numel() == 0:
+            raise ValueError(f"x cannot be empty, got shape {tuple(x.shape)}")
+        if y.numel() == 0:
+            raise ValueError(f"y cannot be empty, got shape {tuple(y.shape)}")
+        if x.shape != y.shape:
+            raise ValueError(
+                f"Input shapes must match: x {tuple(x.shape)} vs y {tuple(y.shape)} "
+                "(no broadcasting)"
+            )
+        if not x.is_floating_point() or not y.is_floating_point():
+            raise ValueError(f"x and y must be floating tensors, got {x.dtype} and {y.dtype}")
+        if x_norm is not None:
+            if not isinstance(x_norm, Tensor):
+                raise TypeError(f"x_norm must be a tensor or None, got {type(x_norm).__name__}")
+            if x_norm.shape != x.shape:
+                raise ValueError(
+                    f"Input shapes must match: x {tuple(x.shape)} vs x_norm {tuple(x_norm.shape)}"
+                )
+            if not x_norm.is_floating_point():
+                raise ValueError(f"x_norm must be a floating tensor, got {x_norm.dtype}")
+        if mask is not None:
+            if self.mode == "reference":
+                raise ValueError("mask is not supported in mode='reference' (aion-torch 1.0.x)")
+            if (
+                not isinstance(mask, Tensor)
+                or mask.dtype != torch.bool
+                or mask.shape != x.shape[:-1]
+            ):
+                got = (
+                    f"{mask.dtype} {tuple(mask.shape)}"
+                    if isinstance(mask, Tensor)
+                    else type(mask).__name__
+                )
+                raise ValueError(
+                    f"mask must be bool with shape x.shape[:-1] = {tuple(x.shape[:-1])}, got {got}"
+                )
+        return x, y, x_norm, mask
+
+    # ------------------------------------------------------------------ forward
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        x_norm: Tensor | None = ...,
+        return_stats: Literal[False] = ...,
+        *,
+        mask: Tensor | None = ...,
+    ) -> Tensor: ...
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        x_norm: Tensor | None,
+        return_stats: Literal[True],
+        *,
+        mask: Tensor | None = ...,
+    ) -> tuple[Tensor, dict[str, Any]]: ...
+
+    @overload
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        x_norm: Tensor | None = ...,
+        *,
+        return_stats: Literal[True],
+        mask: Tensor | None = ...,
+    ) -> tuple[Tensor, dict[str, Any]]: ...
+
+    def forward(
+        self,
+        x: Tensor,
+        y: Tensor,
+        x_norm: Tensor | None = None,
+        return_stats: bool = False,
+        *,
+        mask: Tensor | None = None,
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        """Return ``x + α·y`` (and statistics when ``return_stats``).
+
+        Args:
+            x: Residual stream ``(..., D)``, e.g. ``(B, T, D)``.
+            y: Branch output, same shape and dtype as ``x``.
+            x_norm: Optional normalised stream (same shape) whose energy replaces that of ``x``
+                (pre-norm blocks pass ``norm(x)``).
+            return_stats: Also return a dict ``{"alpha", "ratio", "ratio_ema"}`` of detached
+                0-dim tensors (reference mode: ``{"alpha", "ratio"}`` as Python floats, which
+                synchronises the host).
+            mask: Default mode only: bool ``x.shape[:-1]`` (e.g. ``(B, T)``), True = real
+                token; padded tokens do not enter the statistic.
+
+        Returns:
+            ``out`` with the shape and dtype of ``x``, or ``(out, stats)``.
+
+        Raises:
+            TypeError: a bool ``x_norm`` (pass ``return_stats`` by keyword) or a non-tensor.
+            ValueError: empty inputs, mismatched shapes, a bad ``mask``; raised before any
+                state changes.
+        """
+        x, y, x_norm, mask = self._check_inputs(x, y, x_norm, mask)
+        if self.mode == "reference":
+            return self._forward_reference(x, y, x_norm, return_stats)
+        if not self.training:
+            return self._forward_eval(x, y, return_stats)
+        return self._forward_train(x, y, x_norm, return_stats, mask)
+
+    def _alpha(self, ratio_s: Tensor) -> Tensor:
+        """``max(α0, 0) / (1 + max(β, 0)·ratio_s)`` (straight-through clamps)."""
+        return _st_clamp_min0(self.alpha0) / (1.0 + _st_clamp_min0(self.beta) * ratio_s)
+
+    def _forward_eval(
+        self, x: Tensor, y: Tensor, return_stats: bool
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        ratio_s = self.ratio_ema.clone()
+        alpha = self._alpha(ratio_s)
+        out = torch.addcmul(x, alpha.to(y.dtype), y)
+        if not return_stats:
+            return out
+        stats = {"alpha": alpha.detach(), "ratio": ratio_s, "ratio_ema": ratio_s}
+        return out, stats
+
+    def _local_stats(self, d: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+        """Reducible statistics of one batch as an fp32 vector.
+
+        ``"mean"``: ``(Σ r_i, n)`` over valid tokens; ``"ratio_of_means"``:
+        ``(Σ E[y²]_i, Σ E[d²]_i, n)``. A non-finite energy of a valid token makes the first entry
+        NaN, so the whole batch is skipped by the EMA.
+        """
+        ex = mean_square(d)
+        ey = mean_square(y)
+        nan = torch.full((), math.nan, dtype=ex.dtype, device=ex.device)
+        if self.reduction == "ratio_of_means":
+            sy, n = masked_sum_count(ey, mask)
+            sx, _ = masked_sum_count(ex, mask)
+            return torch.stack((sy, sx, n))
+        r = (ey / (ex + self.epsilon)).clamp(0.0, self.max_ratio)
+        r = torch.where(torch.isfinite(ex + ey), r, nan)
+        s, n = masked_sum_count(r, mask)
+        return torch.stack((s, n))
+
+    def _stat(self, v: Tensor) -> Tensor:
+        """Batch statistic from the vector of :meth:`_local_stats`; NaN when no valid token."""
+        if self.reduction == "ratio_of_means":
+            sy, sx, n = v.unbind()
+            stat = (sy / n) / (sx / n + self.epsilon)
+            nan = torch.full_like(stat, math.nan)
+            return torch.where(torch.isfinite(stat), stat.clamp(0.0, self.max_ratio), nan)
+        return v[0] / v[1]
+
+    def _forward_train(
+        self,
+        x: Tensor,
+        y: Tensor,
+        x_norm: Tensor | None,
+        return_stats: bool,
+        mask: Tensor | None,
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        d = x if x_norm is None else x_norm
+        if self.sync_stats == "deferred":
+            with torch.no_grad():
+                v = self._local_stats(d, y, mask)
+                ok = torch.isfinite(v[0])
+                self.pending.add_(torch.where(ok, v, torch.zeros_like(v)))
+                self.num_skipped.add_(~ok)
+                stat = v[0] / v[1]
+            ratio_s = self.ratio_ema.clone()
+        else:
+            if self.detach_stats:
+                with torch.no_grad():
+                    v = self._local_stats(d, y, mask)
+            else:
+                v = self._local_stats(d, y, mask)
+            if self.sync_stats == "allreduce":
+                reduced = v.detach().clone()
+                all_reduce_(reduced, "sum", self.process_group)
+                # value = the global sums exactly; gradient = identity to the local sums
+                v = reduced + (v - v.detach()) if v.requires_grad else reduced
+            stat = self._stat(v)
+            # γ = 1 means "no smoothing" (aion-torch): use the statistic, and store it for eval.
+            g = 0.0 if self.ema_gamma == 1.0 else self.ema_gamma
+            finite = torch.isfinite(stat)
+            if stat.requires_grad:
+                ema_old = self.ratio_ema.clone()
+                ratio_s = torch.where(finite, g * ema_old + (1.0 - g) * stat, ema_old)
+                with torch.no_grad():
+                    ema_update_(self.ratio_ema, stat, g)
+                    self.num_skipped.add_(~finite)
+            else:
+                with torch.no_grad():
+                    ema_update_(self.ratio_ema, stat, g)
+                    self.num_skipped.add_(~finite)
+                ratio_s = self.ratio_ema.clone()
+        alpha = self._alpha(ratio_s)
+        with torch.no_grad():
+            self.alpha_cached.copy_(alpha)
+            self.step_count.add_(1)
+        out = torch.addcmul(x, alpha.to(y.dtype), y)
+        if not return_stats:
+            return out
+        stats = {
+            "alpha": alpha.detach(),
+            "ratio": stat.detach(),
+            "ratio_ema": self.ratio_ema.detach().clone(),
+        }
+        return out, stats
+
+    def _forward_reference(
+        self, x: Tensor, y: Tensor, x_norm: Tensor | None, return_stats: bool
+    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
+        if not self.training:
+            alpha = self.alpha_cached.clone()
+            out = x + alpha * y
+            if not return_stats:
+                return out
+            return out, {"alpha": float(alpha.item()), "ratio": float(self.ratio_ema.item())}
+        d = x if x_norm is None else x_norm
+        ex = energy(d, dim=-1, keepdim=False)
+        ey = energy(y, dim=-1, keepdim=False)
+        ratio = ey / (ex + self.epsilon)
+        ratio_mean = ratio.mean()
+        if is_initialized():
+            ratio_mean = cast(Tensor, _AllReduceAvgIdentity.apply(ratio_mean))
+        if self.ema_gamma < 1.0:
+            ratio_s = self.ema_gamma * self.ratio_ema + (1.0 - self.ema_gamma) * ratio_mean
+            with torch.no_grad():
+                self.ratio_ema.copy_(ratio_s)
+        else:
+            ratio_s = ratio_mean
+        alpha = self.alpha0 / (1 + self.beta * ratio_s)
+        with torch.no_grad():
+            self.alpha_cached.copy_(alpha)
+            self.step_count.add_(1)
+        out = x + alpha * y
+        if not return_stats:
+            return out
+        return out, {"alpha": float(alpha.item()), "ratio": float(ratio_mean.item())}
