@@ -203,7 +203,11 @@ def newton_schulz(
     transposed = X.shape[-2] > X.shape[-1]
     # Cast and lay out contiguously in one pass, so a tall matrix is processed exactly like its
     # materialised transpose (same BLAS layouts, bit-identical results).
-    Y = (X.mT if transposed else X).to(cdtype, memory_format=torch.contiguous_format)
+    src = X.mT if transposed else X
+    if src.dtype == cdtype:
+        Y = src.contiguous()  # `.to` would return the (non-contiguous) view itself
+    else:
+        Y = src.to(cdtype, memory_format=torch.contiguous_format)
     acc = torch.float64 if cdtype == torch.float64 else torch.float32
     norm = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
     den = norm * prescale + eps
