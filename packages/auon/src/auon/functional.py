@@ -78,6 +78,12 @@ def brake_reference_rms(temperature: float) -> float:
     return math.sqrt((1.0 + math.exp(2.0 / temperature**2)) / 2.0)
 
 
+def _log_brake_reference(temperature: float) -> float:
+    """``log r_ref`` without overflow for small temperatures."""
+    a = 2.0 / temperature**2
+    return 0.5 * (a + math.log1p(math.exp(-a)) - _LOG2)
+
+
 def _two_logcosh(z: Tensor) -> Tensor:
     """``2·log cosh z`` without overflow: ``2|z| + 2·log1p(e^{−2|z|}) − 2 log 2``."""
     a = z.abs()
@@ -106,7 +112,7 @@ def rms_brake_factor(X: Tensor, temperature: float = 3.0) -> Tensor:
     t = _two_logcosh(z)
     m = t.amax()
     log_mean = m + torch.log(torch.exp(t - m).sum() / n)
-    return torch.clamp(brake_reference_rms(temperature) * torch.exp(-0.5 * log_mean), max=1.0)
+    return torch.exp(_log_brake_reference(temperature) - 0.5 * log_mean).clamp(max=1.0)
 
 
 def auon_step(
@@ -273,6 +279,7 @@ def _paper_bucket(
         flags = finite.unbind(0)
         _keep_finite_(ms, m_new, flags)  # before zeroing: G may alias m_new
         _zero_nonfinite_(G, flags)
+        inv = torch.where(finite, inv, torch.zeros_like(inv))  # 0·(1/NaN) would stay NaN
 
     # Phase 2: r² = mean cosh²(γX) with X = G/(‖G‖ + eps), elementwise work in compute_dtype.
     Gc = G if G[0].dtype == compute_dtype else [t.to(compute_dtype) for t in G]
@@ -334,8 +341,7 @@ def _brake_factors(
     s = torch.stack([torch.exp(ti - mi).sum() for ti, mi in zip(t, m.unbind(0), strict=True)])
     s = _all_reduce_by_key(s, keys, "sum")
     log_mean = m + torch.log(s / n_t)
-    factor = brake_reference_rms(temperature) * torch.exp(-0.5 * log_mean)
-    return factor.clamp(max=1.0)
+    return torch.exp(_log_brake_reference(temperature) - 0.5 * log_mean).clamp(max=1.0)
 
 
 def _repo_bucket(
