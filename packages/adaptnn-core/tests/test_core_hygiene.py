@@ -1,0 +1,96 @@
+"""Package hygiene: public API surface, import side effects, module docstrings."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import os
+import subprocess
+import sys
+import textwrap
+
+import adaptnn_core
+
+EXPECTED_API = {
+    "EMATracker",
+    "KELLER_COEFFICIENTS",
+    "POLAR_EXPRESS_COEFFICIENTS",
+    "__version__",
+    "all_reduce_",
+    "all_reduce_coalesced_",
+    "broadcast_",
+    "ema_update_",
+    "energy_ratio",
+    "is_initialized",
+    "masked_mean",
+    "masked_sum_count",
+    "matrix_shape",
+    "mean_square",
+    "newton_schulz",
+    "newton_schulz_flops",
+    "orthogonalize",
+    "rank",
+    "rms",
+    "world_size",
+}
+
+
+def test_public_api_and_version() -> None:
+    assert set(adaptnn_core.__all__) == EXPECTED_API
+    assert len(adaptnn_core.__all__) == len(EXPECTED_API)
+    assert adaptnn_core.__version__ == "0.1.0"
+    for name in adaptnn_core.__all__:
+        assert hasattr(adaptnn_core, name), name
+
+
+def test_all_is_sorted_like_ruff() -> None:
+    # ruff's RUF022 "isort-style" order: SCREAMING_CASE, then CamelCase, then the rest.
+    def key(name: str) -> tuple[int, str]:
+        if name.isupper():
+            return (0, name)
+        if name[0].isupper():
+            return (1, name)
+        return (2, name)
+
+    assert list(adaptnn_core.__all__) == sorted(adaptnn_core.__all__, key=key)
+
+
+def test_every_module_and_public_callable_is_documented() -> None:
+    for mod in ("adaptnn_core", "adaptnn_core._energy", "adaptnn_core._orth", "adaptnn_core._dist"):
+        doc = importlib.import_module(mod).__doc__
+        assert doc is not None
+        assert len(doc.strip()) > 40, mod
+    for name in adaptnn_core.__all__:
+        obj = getattr(adaptnn_core, name)
+        if callable(obj):
+            assert inspect.getdoc(obj), name
+
+
+def test_import_does_not_initialise_cuda_or_touch_environment() -> None:
+    code = textwrap.dedent(
+        """
+        import os
+        import torch
+
+        def boom(*args, **kwargs):
+            raise RuntimeError("CUDA touched at import time")
+
+        torch.cuda.current_device = boom
+        torch.cuda.init = boom
+        torch.cuda.set_device = boom
+        env = dict(os.environ)
+        threads = torch.get_num_threads()
+        import adaptnn_core
+        assert not torch.cuda.is_initialized()
+        assert dict(os.environ) == env
+        assert torch.get_num_threads() == threads
+        assert not torch.distributed.is_initialized()
+        print("ok")
+        """
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "error::DeprecationWarning"}
+    res = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300
+    )
+    assert res.returncode == 0, res.stderr
+    assert res.stdout.strip() == "ok"
