@@ -1,0 +1,123 @@
+"""Worker of the 2-process gloo tests in ``test_aion_distributed.py`` (not collected by pytest).
+
+Each rank runs the scenarios below and saves its tensors to ``{out_dir}/rank{rank}.pt``; the test
+process compares them with single-process computations.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+from torch.nn.parallel import DistributedDataParallel
+
+from aion_torch import AionBlock, AionResidual, sync_stats
+
+WORLD = 2
+
+
+def data(seed: int) -> dict[str, Tensor]:
+    """The global data of every scenario, identical on all ranks and in the test process."""
+    g = torch.Generator().manual_seed(seed)
+    return {
+        "x0": torch.randn(1, 4, 8, generator=g),  # rank 0: 4 tokens
+        "y0": 0.5 * torch.randn(1, 4, 8, generator=g),
+        "x1": 3.0 * torch.randn(1, 12, 8, generator=g),  # rank 1: 12 tokens
+        "y1": torch.randn(1, 12, 8, generator=g),
+        "train_x": torch.randn(3, 8, 4, 8, generator=g),  # 3 steps, global batch 8
+        "train_t": torch.randn(3, 8, 4, 8, generator=g),
+    }
+
+
+def make_model(sync: str) -> nn.Sequential:
+    """Small model for the DDP scenario; the same seed gives the same weights everywhere."""
+    torch.manual_seed(0)
+    return nn.Sequential(
+        AionBlock(nn.Linear(8, 8), 8, sync_stats=sync, ema_gamma=0.9),
+        AionBlock(nn.Linear(8, 8), 8, sync_stats=sync, ema_gamma=0.9),
+        nn.Linear(8, 8),
+    )
+
+
+def _count_collectives() -> tuple[dict[str, int], Any]:
+    counts = {"n": 0}
+    saved = {}
+    for name in ("all_reduce", "all_reduce_coalesced", "broadcast", "all_gather", "reduce"):
+        fn = getattr(dist, name, None)
+        if fn is None:
+            continue
+        saved[name] = fn
+
+        def wrapped(*a: Any, _fn: Any = fn, **k: Any) -> Any:
+            counts["n"] += 1
+            return _fn(*a, **k)
+
+        setattr(dist, name, wrapped)
+
+    def restore() -> None:
+        for name, fn in saved.items():
+            setattr(dist, name, fn)
+
+    return counts, restore
+
+
+def run(rank: int, out_dir: str, port: int) -> None:
+    """Entry point of one rank (``torch.multiprocessing.spawn`` passes ``rank`` first)."""
+    torch.set_num_threads(1)
+    os.environ["MASTER_ADDR"] = "127.0.0.1"
+    os.environ["MASTER_PORT"] = str(port)
+    dist.init_process_group("gloo", rank=rank, world_size=WORLD)
+    try:
+        out: dict[str, Tensor] = {}
+        d = data(0)
+        x, y = d[f"x{rank}"], d[f"y{rank}"]
+
+        # allreduce: token-weighted global statistic
+        m = AionResidual(sync_stats="allreduce", ema_gamma=0.0)
+        _, stats = m(x, y, return_stats=True)
+        out["allreduce_ratio"] = stats["ratio"]
+        for k, v in m.state_dict().items():
+            out[f"allreduce.{k}"] = v
+
+        # reference: equal-weight AVG over WORLD
+        r = AionResidual(mode="reference", ema_gamma=0.0)
+        r(x, y)
+        out["reference_ratio_ema"] = r.ratio_ema.clone()
+        out["reference_alpha"] = r.alpha_cached.clone()
+
+        # deferred: α fixed within a step, one collective for all layers
+        layers = nn.ModuleList(AionResidual(sync_stats="deferred", ema_gamma=0.5) for _ in range(3))
+        alphas = []
+        for micro in range(2):
+            for layer in layers:
+                _, s = layer(x * (1 + micro), y, return_stats=True)
+                alphas.append(s["alpha"])
+        out["deferred_alpha_spread"] = (torch.stack(alphas) - alphas[0]).abs().max()
+        counts, restore = _count_collectives()
+        try:
+            sync_stats(layers)
+        finally:
+            restore()
+        out["deferred_collectives"] = torch.tensor(counts["n"])
+        for i, layer in enumerate(layers):
+            out[f"deferred{i}.ratio_ema"] = layer.ratio_ema.clone()
+
+        # DDP training with allreduce statistics vs the concatenated batch (checked by the test)
+        model = make_model("allreduce")
+        ddp = DistributedDataParallel(model)
+        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+        for step in range(3):
+            xb = d["train_x"][step].chunk(WORLD)[rank]
+            tb = d["train_t"][step].chunk(WORLD)[rank]
+            loss = (ddp(xb) - tb).pow(2).mean()
+            loss.backward()
+            opt.step()
+            opt.zero_grad()
+        for k, v in model.state_dict().items():
+            out[f"ddp.{k}"] = v.clone()
+        torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
+    finally:
+        dist.destroy_process_group()
