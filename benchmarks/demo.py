@@ -42,6 +42,13 @@ def _plain(index: int, config: GPTConfig) -> nn.Module:
     return PlainResidual()
 
 
+def _aion(index: int, config: GPTConfig) -> nn.Module:
+    # AION default mode (sync-free, compile-clean): x + α·y with α from the energy ratio.
+    from aion_torch import AionResidual
+
+    return AionResidual()
+
+
 def _adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     decay = [p for p in model.parameters() if p.ndim >= 2]
     no_decay = [p for p in model.parameters() if p.ndim < 2]
@@ -52,7 +59,7 @@ def _adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     )
 
 
-RESIDUALS: dict[str, ResidualFactory] = {"plain": _plain}
+RESIDUALS: dict[str, ResidualFactory] = {"plain": _plain, "aion": _aion}
 OPTIMIZERS: dict[str, OptimizerFactory] = {"adamw": _adamw}
 
 
