@@ -39,6 +39,7 @@ def _checks(r: int, world: int) -> None:
     assert is_initialized()
     assert (rank(), world_size()) == (r, world)
     group = dist.new_group(list(range(world)))
+    assert isinstance(group, dist.ProcessGroup)
     assert (rank(group), world_size(group)) == (r, world)
     v = float(r + 1)  # 1 on rank 0, 2 on rank 1
 

@@ -31,7 +31,7 @@ def test_not_initialised_is_a_no_op() -> None:
     assert rank() == 0
     t = torch.tensor([1.0, 2.0])
     for op in ("sum", "avg", "max", "min"):
-        assert all_reduce_(t, op=op) is t  # type: ignore[arg-type]
+        assert all_reduce_(t, op=op) is t
     torch.testing.assert_close(t, torch.tensor([1.0, 2.0]))
     ts = [torch.ones(2), torch.zeros((), dtype=torch.int64)]
     out = all_reduce_coalesced_(ts)
