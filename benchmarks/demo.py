@@ -59,8 +59,17 @@ def _adamw(model: nn.Module, lr: float) -> torch.optim.Optimizer:
     )
 
 
+def _auon(model: nn.Module, lr: float) -> torch.optim.Optimizer:
+    # Hidden matrices on AuON (update RMS 0.2·lr, as AdamW-matched Muon), the rest on AdamW.
+    from auon import AuONWithAuxAdam
+
+    return AuONWithAuxAdam.from_model(
+        model, lr=lr, adamw_lr=lr, weight_decay=0.1, adjust_lr_fn="match_rms_adamw"
+    )
+
+
 RESIDUALS: dict[str, ResidualFactory] = {"plain": _plain, "aion": _aion}
-OPTIMIZERS: dict[str, OptimizerFactory] = {"adamw": _adamw}
+OPTIMIZERS: dict[str, OptimizerFactory] = {"adamw": _adamw, "auon": _auon}
 
 
 def _plot(losses: list[float], val_points: list[tuple[int, float]], title: str) -> object:

@@ -166,12 +166,12 @@ def _lerp_(a: list[Tensor], b: list[Tensor], w: float, foreach: bool) -> None:
             x.lerp_(y, w)
 
 
-def _norms(xs: list[Tensor], foreach: bool) -> Tensor:
-    """Stacked fp32 (float64 for float64 input) Frobenius norms, shape ``(len(xs),)``."""
+def _norms(xs: list[Tensor], foreach: bool, ord: float = 2.0) -> Tensor:
+    """Stacked fp32 (float64 for float64 input) vector norms, shape ``(len(xs),)``."""
     acc = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
     if foreach:
-        return torch.stack(torch._foreach_norm(xs, dtype=acc))
-    return torch.stack([torch.linalg.vector_norm(x, dtype=acc) for x in xs])
+        return torch.stack(torch._foreach_norm(xs, ord, dtype=acc))
+    return torch.stack([torch.linalg.vector_norm(x, ord, dtype=acc) for x in xs])
 
 
 def _mul(xs: list[Tensor], cs: Sequence[Tensor], foreach: bool) -> list[Tensor]:
