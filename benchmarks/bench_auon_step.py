@@ -17,7 +17,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from auon import AuON, HybridAuON, Muon, param_groups
+from auon import AuON, HybridAuON, Muon, cosh_factor, param_groups, rms_brake_factor
 from benchmarks.harness import (
     GPT,
     GPTConfig,
@@ -90,6 +90,61 @@ def _measure(
     return records
 
 
+def _brake_table(out: str, device: torch.device) -> None:
+    """How much the opt-in RMS brake changes unit-Frobenius AuON updates of various kinds."""
+    gen = torch.Generator().manual_seed(0)
+    n = 512
+    kinds: dict[str, torch.Tensor] = {
+        "gaussian": torch.randn(n, n, generator=gen),
+        "student_t_df3": torch.distributions.StudentT(3.0).sample((n, n)),
+        "student_t_df1 (Cauchy)": torch.distributions.StudentT(1.0).sample((n, n)),
+        "rank_1": torch.outer(torch.randn(n, generator=gen), torch.randn(n, generator=gen)),
+        "one_row_spike": torch.cat(
+            [100 * torch.randn(1, n, generator=gen), torch.randn(n - 1, n, generator=gen)]
+        ),
+        "single_entry_spike": torch.randn(n, n, generator=gen) * 1e-3
+        + torch.eye(n)[0:1].T @ torch.eye(n)[0:1],
+    }
+    rows, records = [], []
+    for name, g in kinds.items():
+        x = g / torch.linalg.vector_norm(g)
+        r = float(cosh_factor(g.double(), 1.0, compute_dtype=torch.float64))
+        for tau in (1.0, 3.0, 10.0):
+            f = float(rms_brake_factor(x, tau))
+            smax = float(torch.linalg.matrix_norm(x, ord=2))
+            records.append(
+                {
+                    "kind": name,
+                    "tau": tau,
+                    "brake_factor": f,
+                    "cosh_r": r,
+                    "sigma_max_before": smax,
+                    "sigma_max_after": smax * f,
+                }
+            )
+            rows.append([name, tau, f"{r - 1:.2e}", f"{f:.3g}", f"{smax:.3g}", f"{smax * f:.3g}"])
+    md = (
+        "AuON update U = G/‖G‖_F on 512×512 matrices of different kinds. `r − 1` is the paper's cosh "
+        "factor minus one (γ = 1): it is the whole effect of the published method. The RMS brake "
+        "multiplies every singular value by the same factor, so σmax/σmin is unchanged and σmax "
+        "shrinks by the factor.\n\n"
+        + markdown_table(
+            ["update kind", "τ", "r − 1 (paper)", "brake factor", "σmax before", "σmax after"], rows
+        )
+        + "\n"
+    )
+    write_results(
+        "auon",
+        "brake_factor",
+        config={"n": n, "taus": [1.0, 3.0, 10.0]},
+        records=records,
+        markdown=md,
+        out_dir=out,
+        device=device,
+    )
+    print(md)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = common_parser(__doc__ or "")
     args = parser.parse_args(argv)
@@ -106,6 +161,7 @@ def main(argv: list[str] | None = None) -> None:
         settings = [("gpt_d256_L4", 256, 4), ("gpt_d512_L4", 512, 4)]
         squares = [512, 1024, 2048]
         warmup, iters = 3, 10
+    _brake_table(args.out, device)
     records: list[dict[str, Any]] = []
     for name, d, layers in settings:
         print(f"timing {name} ...", flush=True)
