@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import math
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -514,7 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         "optimizer": "AdamW betas (0.9, 0.95), wd 0.1 on matrices, 0 on gains/biases/residual "
         "scalars, 10% warm-up + cosine to 0.1, clip 1.0",
         "threads": torch.get_num_threads(),
-        "argv": argv,
+        "argv": argv if argv is not None else sys.argv[1:],
     }
     records: list[dict[str, Any]] = []
     total_runs = len(size["depths"]) * len(size["lrs"]) * size["seeds"] * len(size["methods"])
