@@ -98,16 +98,18 @@ class _Chain:
 
 MatrixFactory = Callable[[list[Tensor], float], Optimizer]
 
-# arm → (matrix optimiser factory, default lr)
+# arm → (matrix optimiser factory, grid centre). Centres: AdamW/Muon at their usual values; the
+# others at the best lr of a first 3-point run (×3 around 0.24 / 0.3 / 0.02), whose optimum fell on
+# a grid edge — the 5-point grid below then spans ×81 around them.
 ARMS: dict[str, tuple[MatrixFactory | None, float]] = {
     "adamw": (None, _ADAMW_LR),
     "muon": (lambda ps, lr: Muon(ps, lr=lr, weight_decay=0.0), 0.02),
-    "auon_paper": (lambda ps, lr: AuON(ps, lr=lr), 0.24),
-    "auon_repo": (lambda ps, lr: AuON(ps, lr=lr, variant="repo"), 0.3),
-    "auon_brake": (lambda ps, lr: AuON(ps, lr=lr, brake="rms"), 0.24),
-    "hybrid_1step": (lambda ps, lr: HybridAuON(ps, lr=lr), 0.02),
-    "sgd_nesterov": (lambda ps, lr: _EMANesterov(ps, lr, normalise=False), 0.3),
-    "normalized_sgd": (lambda ps, lr: _EMANesterov(ps, lr, normalise=True), 0.24),
+    "auon_paper": (lambda ps, lr: AuON(ps, lr=lr), 0.08),
+    "auon_repo": (lambda ps, lr: AuON(ps, lr=lr, variant="repo"), 0.9),
+    "auon_brake": (lambda ps, lr: AuON(ps, lr=lr, brake="rms"), 0.08),
+    "hybrid_1step": (lambda ps, lr: HybridAuON(ps, lr=lr), 0.06),
+    "sgd_nesterov": (lambda ps, lr: _EMANesterov(ps, lr, normalise=False), 0.9),
+    "normalized_sgd": (lambda ps, lr: _EMANesterov(ps, lr, normalise=True), 0.08),
 }
 QUICK_ARMS = ("adamw", "muon", "auon_paper", "normalized_sgd")
 
@@ -247,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
         cfg = GPTConfig(
             d_model=64, n_layers=2, n_heads=2, seq_len=64, norm="rmsnorm", tie_embeddings=False
         )
-        steps, batch, seeds, grid = 300, 16, 3, (1 / 3, 1.0, 3.0)
+        steps, batch, seeds, grid = 300, 16, 3, (1 / 9, 1 / 3, 1.0, 3.0, 9.0)
         arms = list(ARMS)
     steps = args.steps or steps
     seeds = args.seeds or seeds
