@@ -283,3 +283,29 @@ def test_per_group_overrides() -> None:
     a.grad, b.grad = g, g.clone()
     opt.step()
     torch.testing.assert_close(b.detach(), 5 * a.detach())
+
+
+@pytest.mark.parametrize("nesterov", [True, False])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_skip_keeps_momentum_and_equals_propagate_when_finite(
+    nesterov: bool, dtype: torch.dtype
+) -> None:
+    torch.manual_seed(13)
+    a = torch.nn.Parameter(torch.randn(6, 6, dtype=dtype))
+    b = torch.nn.Parameter(a.detach().clone())
+    oa = AuON([a], lr=0.1, nesterov=nesterov, weight_decay=0.1)
+    ob = AuON([b], lr=0.1, nesterov=nesterov, weight_decay=0.1, nonfinite="propagate")
+    for _ in range(3):
+        g = torch.randn(6, 6, dtype=dtype)
+        a.grad, b.grad = g, g.clone()
+        oa.step()
+        ob.step()
+    tol = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {}
+    torch.testing.assert_close(a, b, **tol)
+    torch.testing.assert_close(
+        oa.state[a]["momentum_buffer"], ob.state[b]["momentum_buffer"], **tol
+    )
+    m0, a0 = oa.state[a]["momentum_buffer"].clone(), a.detach().clone()
+    a.grad = torch.full((6, 6), float("inf"), dtype=dtype)
+    oa.step()
+    assert torch.equal(oa.state[a]["momentum_buffer"], m0) and torch.equal(a.detach(), a0)

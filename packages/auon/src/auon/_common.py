@@ -166,6 +166,15 @@ def _lerp_(a: list[Tensor], b: list[Tensor], w: float, foreach: bool) -> None:
             x.lerp_(y, w)
 
 
+def _lerp_weighted_(a: list[Tensor], b: list[Tensor], ws: Sequence[Tensor], foreach: bool) -> None:
+    """``a_i ← lerp(a_i, b_i, w_i)`` with 0-D tensor weights ``w_i``."""
+    if foreach:
+        torch._foreach_lerp_(a, b, list(ws))
+    else:
+        for x, y, w in zip(a, b, ws, strict=True):
+            x.lerp_(y, w)
+
+
 def _norms(xs: list[Tensor], foreach: bool, ord: float = 2.0) -> Tensor:
     """Stacked fp32 (float64 for float64 input) vector norms, shape ``(len(xs),)``."""
     acc = torch.float64 if xs[0].dtype == torch.float64 else torch.float32

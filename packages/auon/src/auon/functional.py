@@ -33,6 +33,7 @@ from auon._common import (
     _keep_finite_,
     _lerp,
     _lerp_,
+    _lerp_weighted_,
     _local,
     _mul,
     _mul_,
@@ -261,14 +262,24 @@ def _paper_bucket(
 
     if maximize:
         gs = _neg(gs, foreach)
-    # Momentum (EMA form). With "skip" the new buffer is computed out of place and committed
-    # below only where the update norm is finite.
-    if skip:
+    # Momentum (EMA form). With "skip" the buffers are committed below, only where the update norm
+    # is finite; the Nesterov look-ahead is then formed from the old buffer in one op:
+    # lerp(g, lerp(m, g, 1−β), β) = lerp(g, m, β²).
+    # Low-precision buffers keep the direct form (a bf16 lerp weight 1/(1+β) would be rounded).
+    direct = skip and ms[0].dtype not in (torch.float32, torch.float64)
+    m_new: list[Tensor] = []
+    if direct:
         m_new = _lerp(ms, gs, 1.0 - momentum, foreach)
+        G = _lerp(gs, m_new, momentum, foreach) if nesterov else [t.clone() for t in m_new]
+    elif skip:
+        G = (
+            _lerp(gs, ms, momentum * momentum, foreach)
+            if nesterov
+            else _lerp(ms, gs, 1.0 - momentum, foreach)
+        )
     else:
         _lerp_(ms, gs, 1.0 - momentum, foreach)
-        m_new = ms
-    G = _lerp(gs, m_new, momentum, foreach) if nesterov else m_new
+        G = _lerp(gs, ms, momentum, foreach) if nesterov else ms
 
     # Phase 1: Frobenius norms (local sums of squares, summed over shards).
     sq = _all_reduce_by_key(_norms(G, foreach).square(), keys, "sum")
@@ -277,9 +288,14 @@ def _paper_bucket(
     inv = 1.0 / (norm + eps)
     if skip:
         flags = finite.unbind(0)
-        _keep_finite_(ms, m_new, flags)  # before zeroing: G may alias m_new
         _zero_nonfinite_(G, flags)
         inv = torch.where(finite, inv, torch.zeros_like(inv))  # 0·(1/NaN) would stay NaN
+        # m_new = lerp(m, G, 1/(1+β)) (Nesterov) or G; weight 0 where not finite keeps m exactly.
+        if direct:
+            _keep_finite_(ms, m_new, flags)
+        else:
+            w = (1.0 / (1.0 + momentum)) if nesterov else 1.0
+            _lerp_weighted_(ms, G, (finite.to(ms[0].dtype) * w).unbind(0), foreach)
 
     # Phase 2: r² = mean cosh²(γX) with X = G/(‖G‖ + eps), elementwise work in compute_dtype.
     Gc = G if G[0].dtype == compute_dtype else [t.to(compute_dtype) for t in G]
