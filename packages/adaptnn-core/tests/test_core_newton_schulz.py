@@ -316,6 +316,31 @@ def test_errors() -> None:
         orthogonalize(torch.randn(5))
 
 
+# --- the input is never modified ------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "layout", ["wide", "tall", "tall_stored_transposed", "strided_slice", "batched"]
+)
+@pytest.mark.parametrize("compute", [torch.float32, torch.bfloat16])
+def test_input_is_not_modified(layout: str, compute: torch.dtype) -> None:
+    # The normalisation scales its working copy in place; every layout must leave X untouched,
+    # including the ones where no copy is needed (X already contiguous in the compute layout).
+    gen = torch.Generator().manual_seed(3)
+    base = torch.randn(24, 40, generator=gen).to(compute)
+    x = {
+        "wide": base,
+        "tall": base.mT.contiguous(),
+        "tall_stored_transposed": base.mT,
+        "strided_slice": base[:, ::2],
+        "batched": torch.stack([base, 2 * base]),
+    }[layout]
+    before = x.clone()
+    out = newton_schulz(x, compute_dtype=compute)
+    assert torch.equal(x, before)
+    assert out.shape == x.shape
+
+
 # --- oracle: torch.optim.Muon ----------------------------------------------------------------
 
 

@@ -208,9 +208,13 @@ def newton_schulz(
         Y = src.contiguous()  # `.to` would return the (non-contiguous) view itself
     else:
         Y = src.to(cdtype, memory_format=torch.contiguous_format)
+    # A fresh copy (cast, transposed or made contiguous) is ours to scale in place.
+    owned = src.dtype != cdtype or not src.is_contiguous()
     acc = torch.float64 if cdtype == torch.float64 else torch.float32
-    norm = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
-    den = norm * prescale + eps
+    den = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
+    if prescale != 1.0:
+        den.mul_(prescale)
+    den.add_(eps)
     if cdtype != torch.float16:
         # The references (KellerJordan/Muon, torch.optim.Muon) divide by the norm rounded to the
         # compute dtype; doing the same keeps bf16 results identical to theirs (NS amplifies a
@@ -218,7 +222,7 @@ def newton_schulz(
         # fp32 denominator, as large norms overflow its range.
         den = den.to(cdtype)
     # One division computed in fp32 (opmath) and rounded once to the compute dtype.
-    Y = torch.div(Y, den).to(cdtype)
+    Y = Y.div_(den) if owned and den.dtype == cdtype else torch.div(Y, den).to(cdtype)
 
     batch_shape = Y.shape[:-2]
     m, n = Y.shape[-2], Y.shape[-1]
