@@ -211,7 +211,12 @@ def newton_schulz(
     # A fresh copy (cast, transposed or made contiguous) is ours to scale in place.
     owned = src.dtype != cdtype or not src.is_contiguous()
     acc = torch.float64 if cdtype == torch.float64 else torch.float32
-    den = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
+    if cdtype == torch.bfloat16:
+        # bf16 reductions accumulate in fp32 internally; `dtype=` would first materialise an
+        # fp32 copy of Y (5x slower at 256x256 on CPU). The bf16 range holds any fp32 norm.
+        den = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True).to(acc)
+    else:
+        den = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
     if prescale != 1.0:
         den.mul_(prescale)
     den.add_(eps)
