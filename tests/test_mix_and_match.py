@@ -10,10 +10,10 @@ from __future__ import annotations
 import copy
 
 import torch
-from aion_torch import AionResidual
-from auon import AuONWithAuxAdam
 from torch import nn
 
+from aion_torch import AionResidual
+from auon import AuONWithAuxAdam
 from benchmarks.harness import GPT, GPTConfig
 
 CONFIG = GPTConfig(seq_len=16, d_model=32, n_layers=2, n_heads=2, positions="rotary")
