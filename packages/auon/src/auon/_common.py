@@ -158,6 +158,29 @@ def _lerp(a: list[Tensor], b: list[Tensor], w: float, foreach: bool) -> list[Ten
     )
 
 
+def _lerp_into(
+    a: list[Tensor], b: list[Tensor], w: float, out: list[Tensor] | None, foreach: bool
+) -> list[Tensor]:
+    """``lerp(a_i, b_i, w)``, written into ``out_i`` when given (no allocation)."""
+    if out is None:
+        return _lerp(a, b, w, foreach)
+    return [torch.lerp(x, y, w, out=o) for x, y, o in zip(a, b, out, strict=True)]
+
+
+def _mul_into(
+    xs: list[Tensor], cs: Sequence[Tensor], out: list[Tensor] | None, foreach: bool
+) -> list[Tensor]:
+    """``x_i * c_i`` with 0-D tensors ``c_i``, written into ``out_i`` when given."""
+    if out is None:
+        return _mul(xs, cs, foreach)
+    return [torch.mul(x, c, out=o) for x, c, o in zip(xs, cs, out, strict=True)]
+
+
+def _sums(xs: list[Tensor], dtype: torch.dtype) -> Tensor:
+    """Stacked sums ``Σ x_i`` accumulated in ``dtype``, shape ``(len(xs),)``."""
+    return torch.stack([x.sum(dtype=dtype) for x in xs])
+
+
 def _lerp_(a: list[Tensor], b: list[Tensor], w: float, foreach: bool) -> None:
     if foreach:
         torch._foreach_lerp_(a, b, w)
@@ -387,6 +410,38 @@ def _collect_group(
         counters.append(st["nonfinite_steps"])
         wd_muls.append(float(getattr(p, "wd_mul", 1.0)))
     return params, grads, bufs, counters, wd_muls
+
+
+def _cpu_workspace(
+    owner: object, params: list[Tensor], dtype: torch.dtype
+) -> list[tuple[Tensor, Tensor]] | None:
+    """Two persistent scratch buffers per CPU parameter for :func:`auon.auon_step`, else ``None``.
+
+    The CPU allocator returns large freed blocks to the operating system, so a fresh temporary
+    per step costs page faults that can exceed the arithmetic; GPU caching allocators do not,
+    hence CPU only. The buffers live in ``owner._auon_workspace`` (not in the optimiser state, so
+    never in a checkpoint) and are rebuilt when a parameter's local shape or the dtype changes.
+    """
+    locals_ = [_local(p) for p in params]
+    if not locals_ or any(t.device.type != "cpu" for t in locals_):
+        return None
+    cache: dict[int, tuple[Tensor, Tensor, Tensor]] = owner.__dict__.setdefault(
+        "_auon_workspace", {}
+    )
+    out = []
+    for p, t in zip(params, locals_, strict=True):
+        entry = cache.get(id(p))
+        if (
+            entry is None
+            or entry[0] is not p
+            or entry[1].shape != t.shape
+            or entry[1].dtype != dtype
+        ):
+            fresh = [torch.empty(t.shape, dtype=dtype) for _ in range(2)]
+            entry = (p, fresh[0], fresh[1])
+            cache[id(p)] = entry
+        out.append((entry[1], entry[2]))
+    return out
 
 
 def _check_ns(steps: object, name: str = "ns_steps") -> int:

@@ -12,7 +12,14 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from auon._common import _check_bool, _check_float, _collect_group, _local, _lr_value
+from auon._common import (
+    _check_bool,
+    _check_float,
+    _collect_group,
+    _cpu_workspace,
+    _local,
+    _lr_value,
+)
 from auon.functional import auon_step
 from auon.groups import param_groups
 from auon.optimizer import _validate_auon_group
@@ -180,6 +187,7 @@ class AuONWithAuxAdam(Optimizer):
                         maximize=group["maximize"],
                         foreach=group["foreach"],
                         wd_muls=wd_muls,
+                        workspace=_cpu_workspace(self, params, group["compute_dtype"]),
                     )
             else:
                 self._adam_group(group)

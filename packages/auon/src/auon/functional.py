@@ -33,13 +33,16 @@ from auon._common import (
     _keep_finite_,
     _lerp,
     _lerp_,
+    _lerp_into,
     _lerp_weighted_,
     _local,
     _mul,
     _mul_,
+    _mul_into,
     _neg,
     _norms,
     _reduce_key,
+    _sums,
     _unary_,
     _use_foreach,
     _zero_nonfinite_,
@@ -138,6 +141,7 @@ def auon_step(
     maximize: bool = False,
     foreach: bool | None = None,
     wd_muls: Sequence[float] | None = None,
+    workspace: Sequence[tuple[Tensor, Tensor]] | None = None,
 ) -> None:
     """One AuON step on lists of tensors, in place (parameters, momentum buffers, counters).
 
@@ -175,6 +179,11 @@ def auon_step(
         maximize: Ascend instead of descend.
         foreach: Use ``torch._foreach_*`` kernels; ``None`` → on for CUDA tensors.
         wd_muls: Per-parameter decay multipliers (repo variant; ``wd_mul`` attributes).
+        workspace: Optional pair of preallocated buffers per parameter (shape of its local
+            tensor, dtype ``compute_dtype``) that receive the look-ahead ``G`` and the cosh work
+            (paper variant, fp32/fp64 compute equal to the parameter dtype; ignored otherwise).
+            The result is identical; on CPU, where large freed tensors go back to the operating
+            system, it saves two page-faulting allocations per parameter and step.
     """
     n = len(params)
     if n == 0:
@@ -182,6 +191,10 @@ def auon_step(
     if not (len(grads) == n and len(momentum_buffers) == n):
         raise ValueError("params, grads and momentum_buffers must have the same length")
     counters = list(nonfinite_steps) if nonfinite_steps is not None else None
+    if workspace is not None and len(workspace) != n:
+        raise ValueError(
+            f"workspace must hold one buffer pair per parameter ({n}), got {len(workspace)}"
+        )
     use_foreach = _use_foreach(foreach, (_local(p) for p in params))
     key_fn = (
         (lambda i: (_local(params[i]).device, params[i].dtype))
@@ -204,6 +217,7 @@ def auon_step(
         gs = [grads[i] for i in idx]
         ms = [momentum_buffers[i] for i in idx]
         cs = [counters[i] for i in idx] if counters is not None else None
+        ws = [workspace[i] for i in idx] if workspace is not None else None
         if variant == "repo":
             muls = [1.0 if wd_muls is None else float(wd_muls[i]) for i in idx]
             _repo_bucket(ps, gs, ms, cs, wd_muls=muls, **kw)
@@ -218,6 +232,7 @@ def auon_step(
                 compute_dtype=compute_dtype,
                 brake=brake,
                 brake_temperature=brake_temperature,
+                workspace=ws,
                 **kw,
             )
 
@@ -250,6 +265,7 @@ def _paper_bucket(
     skip: bool,
     maximize: bool,
     foreach: bool,
+    workspace: list[tuple[Tensor, Tensor]] | None,
 ) -> None:
     keys = [_reduce_key(p) for p in params]
     numels = [p.numel() for p in params]  # global sizes (DTensor.numel is global)
@@ -267,19 +283,28 @@ def _paper_bucket(
     # lerp(g, lerp(m, g, 1−β), β) = lerp(g, m, β²).
     # Low-precision buffers keep the direct form (a bf16 lerp weight 1/(1+β) would be rounded).
     direct = skip and ms[0].dtype not in (torch.float32, torch.float64)
+    # Preallocated outputs for G and the cosh work, where G is computed in the compute dtype.
+    use_ws = (
+        workspace is not None
+        and not direct
+        and compute_dtype.itemsize >= 4
+        and all(t.dtype == compute_dtype for t in ms)
+    )
+    out_g = [w[0] for w in workspace] if use_ws and workspace is not None else None
+    out_e = [w[1] for w in workspace] if use_ws and workspace is not None else None
     m_new: list[Tensor] = []
     if direct:
         m_new = _lerp(ms, gs, 1.0 - momentum, foreach)
         G = _lerp(gs, m_new, momentum, foreach) if nesterov else [t.clone() for t in m_new]
     elif skip:
         G = (
-            _lerp(gs, ms, momentum * momentum, foreach)
+            _lerp_into(gs, ms, momentum * momentum, out_g, foreach)
             if nesterov
-            else _lerp(ms, gs, 1.0 - momentum, foreach)
+            else _lerp_into(ms, gs, 1.0 - momentum, out_g, foreach)
         )
     else:
         _lerp_(ms, gs, 1.0 - momentum, foreach)
-        G = _lerp(gs, ms, momentum, foreach) if nesterov else ms
+        G = _lerp_into(gs, ms, momentum, out_g, foreach) if nesterov else ms
 
     # Phase 1: Frobenius norms (local sums of squares, summed over shards).
     sq = _all_reduce_by_key(_norms(G, foreach).square(), keys, "sum")
@@ -303,11 +328,11 @@ def _paper_bucket(
     if compute_dtype.itemsize >= 4:
         # cosh²(y) = 1/2 + (e^{2y} + e^{−2y})/4: torch's CPU cosh is not vectorised while exp
         # is (≈20× faster); |y| ≤ γ, so e^{±2y} cannot overflow before cosh² does.
-        E = _mul(Gc, (inv * (2.0 * gamma)).to(compute_dtype).unbind(0), foreach)
+        E = _mul_into(Gc, (inv * (2.0 * gamma)).to(compute_dtype).unbind(0), out_e, foreach)
         _unary_(E, "exp", foreach)
-        s_pos = _norms(E, foreach, ord=1)
+        s_pos = _sums(E, acc)  # E > 0: a plain sum, 3x faster than norm(ord=1) on CPU
         _unary_(E, "reciprocal", foreach)
-        s_neg = _norms(E, foreach, ord=1)
+        s_neg = _sums(E, acc)
         local_n = torch.tensor([t.numel() for t in Gc], dtype=acc, device=device)
         csum = _all_reduce_by_key(0.5 * local_n + 0.25 * (s_pos + s_neg), keys, "sum")
     else:

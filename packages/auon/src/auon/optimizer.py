@@ -29,6 +29,7 @@ from auon._common import (
     _check_float,
     _check_param,
     _collect_group,
+    _cpu_workspace,
     _lr_value,
 )
 from auon.functional import auon_step
@@ -231,5 +232,6 @@ class AuON(Optimizer):
                 maximize=group["maximize"],
                 foreach=group["foreach"],
                 wd_muls=wd_muls,
+                workspace=_cpu_workspace(self, params, group["compute_dtype"]),
             )
         return loss
