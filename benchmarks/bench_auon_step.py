@@ -161,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     else:
         settings = [("gpt_d256_L4", 256, 4), ("gpt_d512_L4", 512, 4)]
         squares = [512, 1024, 2048]
-        warmup, iters = 3, 10
+        warmup, iters = 5, 30
     _brake_table(args.out, device)
     records: list[dict[str, Any]] = []
     for name, d, layers in settings:
@@ -170,7 +170,7 @@ def main(argv: list[str] | None = None) -> None:
     for n in squares:
         print(f"timing square {n} ...", flush=True)
         # Muon at 2048² costs seconds per step on 2 CPU cores: fewer iterations there.
-        w, it = (1, 3) if n >= 2048 and device.type == "cpu" else (warmup, iters)
+        w, it = (2, 8) if n >= 2048 and device.type == "cpu" and not args.quick else (warmup, iters)
         records += _measure(f"square_{n}x{n}_x4", [(n, n)] * 4, w, it, device)
 
     rows = []
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> None:
         line.append(f"{by['torch_muon']['median_ms'] / auon:.1f}" if "torch_muon" in by else "n/a")
         summary.append(line)
     md = (
-        f"Warm-up/iterations per arm: {warmup}/{iters} (1/3 for 2048² on CPU); "
+        f"Warm-up/iterations per arm: {warmup}/{iters} (2/8 for 2048² on CPU); "
         "4 tensors per square setting; time of `step()` only.\n\n"
         "Targets: AuON (foreach) ≤ 1.25× AdamW (foreach); Muon/AuON ≥ 3 at ≥ 1024².\n\n"
         + markdown_table(

@@ -41,7 +41,9 @@ def test_muon_matches_torch_muon(adjust: str | None, nesterov: bool) -> None:
         oa.step()
         ob.step()
     for a, b in zip(ours, theirs, strict=True):
-        torch.testing.assert_close(a, b, rtol=0.016, atol=1e-3)
+        # Same iteration, same fused products, same rounding of the norm and of the momentum:
+        # on CPU the parameters are bit-identical after 10 steps (the spec allows bf16 rounding).
+        assert torch.equal(a, b), (a - b).abs().max()
 
 
 @pytest.mark.skipif(not HAS_TORCH_MUON, reason="torch.optim.Muon not in this torch")

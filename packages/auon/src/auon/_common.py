@@ -368,18 +368,23 @@ def _momentum(
     nesterov: bool,
     skip: bool,
     foreach: bool,
+    workspace: Sequence[tuple[Tensor, Tensor]] | None = None,
 ) -> tuple[list[Tensor], list[Tensor]]:
     """EMA momentum ``m ← lerp(m, g, 1−β)`` and the update ``lerp(g, m, β)`` (or ``m``).
 
     With ``skip`` the new buffers are returned out of place (commit them with
-    :func:`_keep_finite_`); otherwise ``ms`` are updated in place and returned.
+    :func:`_keep_finite_`); otherwise ``ms`` are updated in place and returned. ``workspace``
+    (one pair of buffers like ``ms`` per tensor) receives the new buffers and the update instead
+    of fresh allocations; the values are the same.
     """
+    out_m = [w[0] for w in workspace] if workspace is not None else None
+    out_g = [w[1] for w in workspace] if workspace is not None else None
     if skip:
-        m_new = _lerp(ms, gs, 1.0 - beta, foreach)
+        m_new = _lerp_into(ms, gs, 1.0 - beta, out_m, foreach)
     else:
         _lerp_(ms, gs, 1.0 - beta, foreach)
         m_new = ms
-    G = _lerp(gs, m_new, beta, foreach) if nesterov else m_new
+    G = _lerp_into(gs, m_new, beta, out_g, foreach) if nesterov else m_new
     return G, m_new
 
 
@@ -413,7 +418,7 @@ def _collect_group(
 
 
 def _cpu_workspace(
-    owner: object, params: list[Tensor], dtype: torch.dtype
+    owner: object, params: list[Tensor], dtype: torch.dtype | None
 ) -> list[tuple[Tensor, Tensor]] | None:
     """Two persistent scratch buffers per CPU parameter for :func:`auon.auon_step`, else ``None``.
 
@@ -421,6 +426,7 @@ def _cpu_workspace(
     per step costs page faults that can exceed the arithmetic; GPU caching allocators do not,
     hence CPU only. The buffers live in ``owner._auon_workspace`` (not in the optimiser state, so
     never in a checkpoint) and are rebuilt when a parameter's local shape or the dtype changes.
+    ``dtype=None`` gives each parameter buffers of its own dtype.
     """
     locals_ = [_local(p) for p in params]
     if not locals_ or any(t.device.type != "cpu" for t in locals_):
@@ -430,14 +436,15 @@ def _cpu_workspace(
     )
     out = []
     for p, t in zip(params, locals_, strict=True):
+        want = t.dtype if dtype is None else dtype
         entry = cache.get(id(p))
         if (
             entry is None
             or entry[0] is not p
             or entry[1].shape != t.shape
-            or entry[1].dtype != dtype
+            or entry[1].dtype != want
         ):
-            fresh = [torch.empty(t.shape, dtype=dtype) for _ in range(2)]
+            fresh = [torch.empty(t.shape, dtype=want) for _ in range(2)]
             entry = (p, fresh[0], fresh[1])
             cache[id(p)] = entry
         out.append((entry[1], entry[2]))

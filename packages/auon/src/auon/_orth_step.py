@@ -57,6 +57,7 @@ def _orth_step(
     skip: bool,
     maximize: bool,
     foreach: bool | None,
+    workspace: Sequence[tuple[Tensor, Tensor]] | None = None,
 ) -> None:
     """Muon (``gamma=None``) or paper HybridAuON (cosh step on the NS output) on lists of tensors.
 
@@ -75,8 +76,13 @@ def _orth_step(
     keys = [_reduce_key(p) for p in params]
     if maximize:
         gs = _neg(gs, use_foreach)
+    ws = (
+        workspace
+        if workspace is not None and all(m.dtype == g.dtype for m, g in zip(ms, gs, strict=True))
+        else None
+    )
     G, m_new = _momentum(
-        ps, gs, ms, beta=momentum, nesterov=nesterov, skip=skip, foreach=use_foreach
+        ps, gs, ms, beta=momentum, nesterov=nesterov, skip=skip, foreach=use_foreach, workspace=ws
     )
     finite = torch.isfinite(_all_reduce_by_key(_norms(G, use_foreach).square(), keys, "sum"))
     flags = finite.unbind(0)
@@ -94,6 +100,9 @@ def _orth_step(
             coefficients=ns_coefficients,
             compute_dtype=torch.bfloat16,
             eps=ns_eps,
+            # Muon adds the bf16 result straight into the parameter (promoted exactly, as
+            # torch.optim.Muon does); an fp32 copy would cost a pass and an allocation.
+            out_dtype=torch.bfloat16 if gamma is None else None,
         )
         if gamma is not None:
             r = cosh_factor(ortho, gamma)

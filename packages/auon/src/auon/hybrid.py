@@ -24,6 +24,7 @@ from auon._common import (
     _check_ns,
     _check_param,
     _collect_group,
+    _cpu_workspace,
     _lr_value,
     _muon_scale,
 )
@@ -200,5 +201,6 @@ class HybridAuON(Optimizer):
                     skip=skip,
                     maximize=group["maximize"],
                     foreach=group["foreach"],
+                    workspace=_cpu_workspace(self, params, None),
                 )
         return loss

@@ -23,6 +23,7 @@ from auon._common import (
     _check_ns,
     _check_param,
     _collect_group,
+    _cpu_workspace,
     _lr_value,
     _muon_scale,
 )
@@ -153,5 +154,6 @@ class Muon(Optimizer):
                 skip=group["nonfinite"] == "skip",
                 maximize=group["maximize"],
                 foreach=group["foreach"],
+                workspace=_cpu_workspace(self, params, None),
             )
         return loss
