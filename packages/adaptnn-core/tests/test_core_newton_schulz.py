@@ -178,11 +178,14 @@ def test_keller_is_close_to_polar_factor_only_within_its_band() -> None:
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 @pytest.mark.parametrize("shape", [(96, 40), (256, 64), (2, 33, 17)])
-def test_tall_equals_transpose_of_wide_exactly_float64(seed: int, shape: tuple[int, ...]) -> None:
+def test_tall_equals_transpose_of_wide_float64(seed: int, shape: tuple[int, ...]) -> None:
+    # A tall matrix is processed as the transposed view of a wide one (the products take the
+    # transposed operand natively, as in torch.optim.Muon), so the two routes are the same
+    # computation up to the summation order inside the BLAS kernels: float64 rounding level.
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(seed), dtype=F64)
     out = newton_schulz(x, compute_dtype=F64)
     ref = newton_schulz(x.mT.contiguous(), compute_dtype=F64).mT
-    assert torch.equal(out, ref)
+    torch.testing.assert_close(out, ref, rtol=1e-12, atol=1e-12)
     assert out.shape == shape
 
 
@@ -344,7 +347,7 @@ def test_input_is_not_modified(layout: str, compute: torch.dtype) -> None:
 # --- oracle: torch.optim.Muon ----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("shape", [(32, 64), (64, 32), (48, 48)])
+@pytest.mark.parametrize("shape", [(32, 64), (64, 32), (48, 48), (300, 77), (77, 300)])
 def test_matches_torch_optim_muon(shape: tuple[int, int]) -> None:
     if not hasattr(torch.optim, "Muon"):
         pytest.skip("torch.optim.Muon needs torch >= 2.9")
@@ -355,7 +358,8 @@ def test_matches_torch_optim_muon(shape: tuple[int, int]) -> None:
     opt.step()
     rows, cols = matrix_shape(g)
     expected = -newton_schulz(g) * math.sqrt(max(1.0, rows / cols))
-    torch.testing.assert_close(p.detach(), expected, rtol=0.016, atol=1e-3)
+    # The spec allows bf16 rounding differences; the implementations agree bit for bit.
+    assert torch.equal(p.detach(), expected)
 
 
 # --- hypothesis over shapes and dtypes -------------------------------------------------------
@@ -390,7 +394,6 @@ def test_hypothesis_shapes_and_dtypes(
     assert _svdvals(out).max() <= 1.2024 + (0.03 if compute == torch.bfloat16 else 1e-3)
     flipped = newton_schulz(x.mT, compute_dtype=compute).mT
     if compute == F64 and dtype != torch.float16:
-        if m != n:  # one of the two is transposed internally: the same computation, bit-exact
-            assert torch.equal(out, flipped)
-        else:  # square: XXᵀ and XᵀX routes agree only up to float64 rounding
-            torch.testing.assert_close(out, flipped)
+        # One of the two is transposed internally (m ≠ n) or takes the XᵀX route (square): the
+        # results agree up to float64 rounding.
+        torch.testing.assert_close(out, flipped)

@@ -18,7 +18,7 @@ Coefficient sets:
 The products are fused in ``addmm``/``baddbmm`` form (``B = b·A + c·A·A`` and
 ``X = a·X + B·X`` are each one BLAS call with ``beta``/``alpha``), so the cost is that of the
 matrix products themselves: ``4m²n + 2m³`` flops per step for ``m ≤ n`` (tall inputs are
-transposed first).
+handled as transposed views).
 """
 
 from __future__ import annotations
@@ -158,11 +158,12 @@ def newton_schulz(
 ) -> Tensor:
     """Approximate the polar factor ``UVᵀ`` of each matrix with quintic Newton–Schulz steps.
 
-    Procedure (KellerJordan/Muon, batched): cast to ``compute_dtype``; transpose when m > n;
-    ``X ← X / (prescale·‖X‖_F + eps)`` with the norm accumulated in fp32 (float64 for a float64
-    ``compute_dtype``) and the denominator rounded to ``compute_dtype`` as in Muon (not for
-    float16, whose range is too small); per step ``A = XXᵀ``, ``B = bA + cA²``, ``X ← aX + BX``; transpose back;
-    cast to ``out_dtype``. A zero matrix returns zeros.
+    Procedure (KellerJordan/Muon, batched): cast to ``compute_dtype``; transpose (as a view)
+    when m > n; ``X ← X / (prescale·‖X‖_F + eps)`` with the norm accumulated in fp32 (float64
+    for a float64 ``compute_dtype``) and the denominator rounded to ``compute_dtype`` as in Muon
+    (not for float16, whose range is too small); per step ``A = XXᵀ``, ``B = bA + cA²``,
+    ``X ← aX + BX``; transpose back; cast to ``out_dtype``. A zero matrix returns zeros. With
+    the default settings the result is bit-identical to ``torch.optim.Muon``'s iteration.
 
     Args:
         X: Real floating tensor ``(..., m, n)``, batched over the leading dims.
@@ -201,15 +202,10 @@ def newton_schulz(
         raise ValueError(f"prescale must be finite and > 0, got {prescale!r}")
 
     transposed = X.shape[-2] > X.shape[-1]
-    # Cast and lay out contiguously in one pass, so a tall matrix is processed exactly like its
-    # materialised transpose (same BLAS layouts, bit-identical results).
-    src = X.mT if transposed else X
-    if src.dtype == cdtype:
-        Y = src.contiguous()  # `.to` would return the (non-contiguous) view itself
-    else:
-        Y = src.to(cdtype, memory_format=torch.contiguous_format)
-    # A fresh copy (cast, transposed or made contiguous) is ours to scale in place.
-    owned = src.dtype != cdtype or not src.is_contiguous()
+    # Cast in X's own layout (a fast, contiguous pass) and transpose a tall matrix as a view: the
+    # BLAS calls take transposed operands natively, while a transposing cast copy is slow.
+    Y = X.to(cdtype) if X.dtype != cdtype else X
+    owned = X.dtype != cdtype  # a fresh copy may be normalised in place
     acc = torch.float64 if cdtype == torch.float64 else torch.float32
     if cdtype == torch.bfloat16:
         # bf16 reductions accumulate in fp32 internally; `dtype=` would first materialise an
@@ -228,6 +224,8 @@ def newton_schulz(
         den = den.to(cdtype)
     # One division computed in fp32 (opmath) and rounded once to the compute dtype.
     Y = Y.div_(den) if owned and den.dtype == cdtype else torch.div(Y, den).to(cdtype)
+    if transposed:
+        Y = Y.mT
 
     batch_shape = Y.shape[:-2]
     m, n = Y.shape[-2], Y.shape[-1]
