@@ -68,9 +68,8 @@ def test_gloo_world_of_two(monkeypatch: pytest.MonkeyPatch) -> None:
     sys.modules.pop("_adaptnn_core_dist_worker", None)
     import _adaptnn_core_dist_worker as worker
 
-    # fork on Linux: the children inherit the imported torch instead of paying for a fresh
-    # import (tens of seconds on a loaded 2-core machine); spawn elsewhere.
-    method = "fork" if sys.platform.startswith("linux") else "spawn"
+    # spawn, not fork: a forked child cannot run autograd once the parent has used autograd's
+    # worker threads, which depends on which tests ran before this one.
     torch.multiprocessing.start_processes(
-        worker.run, args=(2, _free_port()), nprocs=2, join=True, start_method=method
+        worker.run, args=(2, _free_port()), nprocs=2, join=True, start_method="spawn"
     )
