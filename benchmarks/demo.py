@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("--residual", choices=sorted(RESIDUALS), default="plain")
     parser.add_argument("--optimizer", choices=sorted(OPTIMIZERS), default="adamw")
-    parser.add_argument("--steps", type=int, default=None, help="training steps (default 400)")
+    parser.add_argument("--steps", type=int, default=None, help="training steps (default 600)")
     parser.add_argument("--lr", type=float, default=None, help="peak learning rate (default 3e-3)")
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
@@ -103,7 +103,7 @@ def main(argv: list[str] | None = None) -> None:
     device = setup_run(args)
     seed_everything(args.seed)
     corpus = corpus_for_args(args)
-    steps = args.steps if args.steps is not None else 400
+    steps = args.steps if args.steps is not None else 600
     lr = args.lr if args.lr is not None else 3e-3
     batch_size, seq_len = 16, 128
     config = GPTConfig(seq_len=seq_len, d_model=128, n_layers=4, n_heads=4, positions="rotary")
