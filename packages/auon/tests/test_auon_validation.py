@@ -42,6 +42,26 @@ def test_per_group_bad_value_is_rejected_and_not_added() -> None:
     assert len(opt.param_groups) == 1
 
 
+@pytest.mark.parametrize("cls", [Muon, HybridAuON])
+def test_every_optimizer_rolls_back_an_invalid_group(cls: type[torch.optim.Optimizer]) -> None:
+    opt = cls([torch.nn.Parameter(torch.randn(3, 3))], lr=0.1)  # type: ignore[call-arg]
+    with pytest.raises(ValueError, match="momentum"):
+        opt.add_param_group({"params": [torch.nn.Parameter(torch.randn(3, 3))], "momentum": 2.0})
+    assert len(opt.param_groups) == 1
+
+
+def test_aux_adam_validates_each_kind_of_group() -> None:
+    w = torch.nn.Parameter(torch.randn(3, 3))
+    opt = AuONWithAuxAdam([{"params": [w], "use_auon": True}])
+    bad_auon = {"params": [torch.nn.Parameter(torch.randn(3, 3))], "use_auon": True, "momentum": 2}
+    with pytest.raises(ValueError, match="momentum"):
+        opt.add_param_group(bad_auon)
+    bad_adam = {"params": [torch.nn.Parameter(torch.randn(3))], "use_auon": False, "lr": -1.0}
+    with pytest.raises(ValueError, match="lr"):
+        opt.add_param_group(bad_adam)
+    assert len(opt.param_groups) == 1
+
+
 def test_vectors_rejected_with_pointer_to_param_groups() -> None:
     with pytest.raises(ValueError, match=r"auon\.param_groups"):
         AuON([torch.nn.Parameter(torch.randn(5))])

@@ -30,6 +30,32 @@ except ImportError:  # pragma: no cover - platform dependent
 
 
 # ---------------------------------------------------------------------------------------------
+# optimiser base
+# ---------------------------------------------------------------------------------------------
+
+
+class _ValidatedOptimizer(torch.optim.Optimizer):
+    """A ``torch.optim.Optimizer`` that validates every param group as it is added.
+
+    The constructor adds the first groups through :meth:`add_param_group` too, so no group ever
+    bypasses :meth:`_validate_group`; an invalid group is removed again before the error leaves,
+    leaving the optimiser as it was.
+    """
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        raise NotImplementedError
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a param group after validating its hyperparameters and parameters."""
+        super().add_param_group(param_group)
+        try:
+            self._validate_group(self.param_groups[-1])
+        except (ValueError, TypeError):
+            self.param_groups.pop()
+            raise
+
+
+# ---------------------------------------------------------------------------------------------
 # validation
 # ---------------------------------------------------------------------------------------------
 

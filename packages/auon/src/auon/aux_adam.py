@@ -10,19 +10,16 @@ from typing import Any
 
 import torch
 from torch import Tensor, nn
-from torch.optim import Optimizer
 
 from auon._common import (
     _check_bool,
     _check_float,
-    _collect_group,
-    _cpu_workspace,
     _local,
     _lr_value,
+    _ValidatedOptimizer,
 )
-from auon.functional import auon_step
 from auon.groups import param_groups
-from auon.optimizer import _validate_auon_group
+from auon.optimizer import _auon_group_step, _validate_auon_group
 
 __all__ = ["AuONWithAuxAdam"]
 
@@ -69,7 +66,7 @@ def _validate_adam_group(group: dict[str, Any]) -> None:
             )
 
 
-class AuONWithAuxAdam(Optimizer):
+class AuONWithAuxAdam(_ValidatedOptimizer):
     """AuON on the groups flagged ``use_auon=True``, AdamW on the others, in one optimiser.
 
     Every group must carry ``use_auon`` (bool). AuON groups take :class:`auon.AuON`'s
@@ -146,14 +143,12 @@ class AuONWithAuxAdam(Optimizer):
         for k, v in defaults.items():
             param_group.setdefault(k, v)
         super().add_param_group(param_group)
-        try:
-            if param_group["use_auon"]:
-                _validate_auon_group(self.param_groups[-1])
-            else:
-                _validate_adam_group(self.param_groups[-1])
-        except (ValueError, TypeError):
-            self.param_groups.pop()
-            raise
+
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        if group["use_auon"]:
+            _validate_auon_group(group)
+        else:
+            _validate_adam_group(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -164,31 +159,7 @@ class AuONWithAuxAdam(Optimizer):
                 loss = closure()
         for group in self.param_groups:
             if group["use_auon"]:
-                params, grads, bufs, counters, wd_muls = _collect_group(self.state, group, "AuON")
-                if params:
-                    auon_step(
-                        params,
-                        grads,
-                        bufs,
-                        counters,
-                        lr=group["lr"],
-                        momentum=group["momentum"],
-                        nesterov=group["nesterov"],
-                        weight_decay=group["weight_decay"],
-                        gamma=group["gamma"],
-                        variant=group["variant"],
-                        eps=group["eps"],
-                        eps_rms=group["eps_rms"],
-                        adjust_lr_fn=group["adjust_lr_fn"],
-                        compute_dtype=group["compute_dtype"],
-                        brake=group["brake"],
-                        brake_temperature=group["brake_temperature"],
-                        nonfinite=group["nonfinite"],
-                        maximize=group["maximize"],
-                        foreach=group["foreach"],
-                        wd_muls=wd_muls,
-                        workspace=_cpu_workspace(self, params, group["compute_dtype"]),
-                    )
+                _auon_group_step(self, group)
             else:
                 self._adam_group(group)
         return loss

@@ -15,7 +15,6 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from auon._common import (
     _check_bool,
@@ -27,6 +26,7 @@ from auon._common import (
     _cpu_workspace,
     _lr_value,
     _muon_scale,
+    _ValidatedOptimizer,
 )
 from auon._orth_step import _hybrid_repo_step, _orth_step
 from auon.optimizer import ParamsT
@@ -64,7 +64,7 @@ def _validate_hybrid_group(group: dict[str, Any]) -> None:
         _check_param(p, f"HybridAuON(variant={group['variant']!r})", min_ndim=2 if paper else 0)
 
 
-class HybridAuON(Optimizer):
+class HybridAuON(_ValidatedOptimizer):
     """Newton–Schulz-orthogonalised Nesterov momentum, then the AuON cosh normalisation.
 
     Paper variant, per parameter: ``m ← lerp(m, g, 1−β)``; ``G = lerp(g, m, β)`` (or ``m``);
@@ -143,14 +143,8 @@ class HybridAuON(Optimizer):
         _validate_hybrid_group({**defaults, "params": []})
         super().__init__(cast(Any, params), defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after validating it."""
-        super().add_param_group(param_group)
-        try:
-            _validate_hybrid_group(self.param_groups[-1])
-        except (ValueError, TypeError):
-            self.param_groups.pop()
-            raise
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _validate_hybrid_group(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

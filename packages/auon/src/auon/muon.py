@@ -14,7 +14,6 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from auon._common import (
     _check_bool,
@@ -26,6 +25,7 @@ from auon._common import (
     _cpu_workspace,
     _lr_value,
     _muon_scale,
+    _ValidatedOptimizer,
 )
 from auon._orth_step import _orth_step
 from auon.optimizer import ParamsT
@@ -51,7 +51,7 @@ def _validate_muon_group(group: dict[str, Any]) -> None:
         _check_param(p, "Muon", min_ndim=2)
 
 
-class Muon(Optimizer):
+class Muon(_ValidatedOptimizer):
     """Muon: orthogonalised Nesterov momentum (KellerJordan/Muon, ``torch.optim.Muon`` semantics).
 
     Per parameter (``ndim ≥ 2``, viewed as ``(shape[0], -1)`` unless ``flatten=False``):
@@ -115,14 +115,8 @@ class Muon(Optimizer):
         _validate_muon_group({**defaults, "params": []})
         super().__init__(cast(Any, params), defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after validating it."""
-        super().add_param_group(param_group)
-        try:
-            _validate_muon_group(self.param_groups[-1])
-        except (ValueError, TypeError):
-            self.param_groups.pop()
-            raise
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _validate_muon_group(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]

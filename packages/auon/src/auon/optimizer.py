@@ -20,7 +20,6 @@ from typing import Any, Literal, cast
 
 import torch
 from torch import Tensor
-from torch.optim import Optimizer
 
 from auon._common import (
     _ADJUST_LR_FNS,
@@ -31,6 +30,7 @@ from auon._common import (
     _collect_group,
     _cpu_workspace,
     _lr_value,
+    _ValidatedOptimizer,
 )
 from auon.functional import auon_step
 
@@ -77,7 +77,7 @@ def _validate_auon_group(group: dict[str, Any]) -> None:
         _check_param(p, f"AuON(variant={group['variant']!r})", min_ndim=min_ndim)
 
 
-class AuON(Optimizer):
+class AuON(_ValidatedOptimizer):
     """AuON: normalised Nesterov momentum with a cosh factor, in linear time.
 
     Per parameter ``p`` (viewed as a ``(shape[0], -1)`` matrix for the shape factor) with gradient
@@ -184,14 +184,8 @@ class AuON(Optimizer):
         _validate_auon_group({**defaults, "params": []})
         super().__init__(cast(Any, params), defaults)
 
-    def add_param_group(self, param_group: dict[str, Any]) -> None:
-        """Add a param group after validating its hyperparameters and parameters."""
-        super().add_param_group(param_group)
-        try:
-            _validate_auon_group(self.param_groups[-1])
-        except (ValueError, TypeError):
-            self.param_groups.pop()
-            raise
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _validate_auon_group(group)
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -208,30 +202,38 @@ class AuON(Optimizer):
             with torch.enable_grad():
                 loss = closure()
         for group in self.param_groups:
-            params, grads, bufs, counters, wd_muls = _collect_group(self.state, group, "AuON")
-            if not params:
-                continue
-            auon_step(
-                params,
-                grads,
-                bufs,
-                counters,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                gamma=group["gamma"],
-                variant=group["variant"],
-                eps=group["eps"],
-                eps_rms=group["eps_rms"],
-                adjust_lr_fn=group["adjust_lr_fn"],
-                compute_dtype=group["compute_dtype"],
-                brake=group["brake"],
-                brake_temperature=group["brake_temperature"],
-                nonfinite=group["nonfinite"],
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-                wd_muls=wd_muls,
-                workspace=_cpu_workspace(self, params, group["compute_dtype"]),
-            )
+            _auon_group_step(self, group)
         return loss
+
+
+def _auon_group_step(owner: torch.optim.Optimizer, group: dict[str, Any]) -> None:
+    """One AuON step on the parameters of ``group`` that have gradients (state in ``owner``).
+
+    Shared by :class:`AuON` and the AuON groups of :class:`auon.AuONWithAuxAdam`.
+    """
+    params, grads, bufs, counters, wd_muls = _collect_group(owner.state, group, "AuON")
+    if not params:
+        return
+    auon_step(
+        params,
+        grads,
+        bufs,
+        counters,
+        lr=group["lr"],
+        momentum=group["momentum"],
+        nesterov=group["nesterov"],
+        weight_decay=group["weight_decay"],
+        gamma=group["gamma"],
+        variant=group["variant"],
+        eps=group["eps"],
+        eps_rms=group["eps_rms"],
+        adjust_lr_fn=group["adjust_lr_fn"],
+        compute_dtype=group["compute_dtype"],
+        brake=group["brake"],
+        brake_temperature=group["brake_temperature"],
+        nonfinite=group["nonfinite"],
+        maximize=group["maximize"],
+        foreach=group["foreach"],
+        wd_muls=wd_muls,
+        workspace=_cpu_workspace(owner, params, group["compute_dtype"]),
+    )
