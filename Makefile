@@ -54,8 +54,9 @@ bench: install ## every benchmark at its default (CPU) size; BENCH_ARGS="--quick
 		$(RUN) python -m benchmarks.$$mod $(BENCH_ARGS); \
 	done
 
-bench-quick: ## every benchmark at its --quick size (what CI runs)
-	$(MAKE) bench BENCH_ARGS="--quick --no-progress"
+bench-quick: ## every benchmark at its --quick size, results into a scratch folder (what CI runs)
+	out=$${BENCH_OUT:-$$(mktemp -d)}; echo "quick results go to $$out"; \
+	$(MAKE) bench BENCH_ARGS="--quick --no-progress --out $$out"
 
 build: install ## build wheels and sdists into dist/ (PACKAGE=name for one package)
 	rm -rf dist
