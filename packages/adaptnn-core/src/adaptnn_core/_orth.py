@@ -209,7 +209,7 @@ def newton_schulz(
     acc = torch.float64 if cdtype == torch.float64 else torch.float32
     if cdtype == torch.bfloat16:
         # bf16 reductions accumulate in fp32 internally; `dtype=` would first materialise an
-        # fp32 copy of Y (5x slower at 256x256 on CPU). The bf16 range holds any fp32 norm.
+        # fp32 copy of Y (markedly slower on CPU). The bf16 range holds any fp32 norm.
         den = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True).to(acc)
     else:
         den = torch.linalg.vector_norm(Y, dim=(-2, -1), keepdim=True, dtype=acc)
