@@ -15,9 +15,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.distributed.fsdp import fully_shard
 
-from auon import AuON, Muon
+from auon import AuON, Muon, _orth_step
 
-KINDS = ("fsdp", "brake", "ddp", "muon")
+KINDS = ("fsdp", "brake", "ddp", "muon", "muon_split")
 
 
 def model() -> nn.Module:
@@ -30,15 +30,15 @@ def batches() -> list[torch.Tensor]:
     return [torch.randn(8, 10, generator=g) for _ in range(3)]
 
 
-def optimizer(kind: str, params: Any) -> torch.optim.Optimizer:
-    if kind == "muon":
-        return Muon(params, lr=0.05)
+def optimizer(kind: str, params: Any, *, split: bool = False) -> torch.optim.Optimizer:
+    if kind in ("muon", "muon_split"):
+        return Muon(params, lr=0.05, split_across_ranks=split)
     return AuON(params, lr=0.05, weight_decay=0.1, brake="rms" if kind == "brake" else "none")
 
 
 def _scenario(kind: str) -> dict[str, Any]:
     m = model()
-    if kind == "ddp":
+    if kind in ("ddp", "muon_split"):
         wrapped: nn.Module = nn.parallel.DistributedDataParallel(m)
     else:
         for layer in m:
@@ -46,8 +46,16 @@ def _scenario(kind: str) -> dict[str, Any]:
                 fully_shard(layer)
         fully_shard(m)
         wrapped = m
-    opt = optimizer(kind, m.parameters())
+    opt = optimizer(kind, m.parameters(), split=kind == "muon_split")
     counts: list[int] = []
+    ns_calls = [0]
+    real_orthogonalize = _orth_step.orthogonalize
+
+    def counting_orthogonalize(*args: Any, **kwargs: Any) -> torch.Tensor:
+        ns_calls[0] += 1
+        return real_orthogonalize(*args, **kwargs)
+
+    _orth_step.orthogonalize = counting_orthogonalize  # type: ignore[assignment]
     real = dist.all_reduce
 
     def counting(*args: Any, **kwargs: Any) -> Any:
@@ -64,11 +72,12 @@ def _scenario(kind: str) -> dict[str, Any]:
         finally:
             dist.all_reduce = real
         opt.zero_grad()
+    _orth_step.orthogonalize = real_orthogonalize  # type: ignore[assignment]
     params = [
         (p.full_tensor() if hasattr(p, "full_tensor") else p).detach().clone()
         for p in m.parameters()
     ]
-    return {"params": params, "counts": counts}
+    return {"params": params, "counts": counts, "ns_calls": ns_calls[0]}
 
 
 def run(rank: int, port: int, out: str) -> None:
@@ -78,7 +87,6 @@ def run(rank: int, port: int, out: str) -> None:
     torch.set_num_threads(1)
     try:
         results = {kind: _scenario(kind) for kind in KINDS}
-        if rank == 0:
-            torch.save(results, out)
+        torch.save(results, f"{out}.rank{rank}")
     finally:
         dist.destroy_process_group()

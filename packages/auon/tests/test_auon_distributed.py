@@ -42,7 +42,12 @@ def results(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any
     worker = _worker_module()
     out = tmp_path_factory.mktemp("auon_dist") / "out.pt"
     mp.spawn(worker.run, args=(_free_port(), str(out)), nprocs=2, join=True)
-    loaded: dict[str, dict[str, Any]] = torch.load(out, weights_only=True)
+    ranks = [torch.load(f"{out}.rank{r}", weights_only=True) for r in range(2)]
+    # rank 0's results, with every rank's Newton–Schulz call count
+    loaded: dict[str, dict[str, Any]] = ranks[0]
+    for kind, res in loaded.items():
+        res["ns_calls_per_rank"] = [r[kind]["ns_calls"] for r in ranks]
+        res["params_per_rank"] = [r[kind]["params"] for r in ranks]
     return loaded
 
 
@@ -79,3 +84,16 @@ def test_fsdp2_muon_gathers_and_matches(results: dict[str, dict[str, Any]]) -> N
     res = results["muon"]
     for a, b in zip(res["params"], _reference("muon"), strict=True):
         torch.testing.assert_close(a, b, rtol=0.016, atol=1e-3)
+
+
+def test_ddp_muon_splits_the_orthogonalisation_and_matches(
+    results: dict[str, dict[str, Any]],
+) -> None:
+    res = results["muon_split"]
+    reference = _reference("muon")
+    for rank_params in res["params_per_rank"]:  # every rank holds the same, unsplit update
+        for a, b in zip(rank_params, reference, strict=True):
+            assert torch.equal(a, b)
+    # 2 matrices x 3 steps: each rank orthogonalises one matrix per step instead of both
+    assert res["ns_calls_per_rank"] == [3, 3]
+    assert results["muon"]["ns_calls_per_rank"] == [6, 6]  # FSDP2 Muon: every rank, every matrix

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 
 import pytest
@@ -118,3 +119,25 @@ def test_muon_nan_skip() -> None:
     opt.step()
     assert torch.equal(p.detach(), p0)
     assert int(opt.state[p]["nonfinite_steps"]) == 1
+
+
+def test_split_across_ranks_is_a_no_op_without_a_process_group() -> None:
+    torch.manual_seed(0)
+    a = [torch.nn.Parameter(torch.randn(8, 6)), torch.nn.Parameter(torch.randn(6, 10))]
+    b = [torch.nn.Parameter(p.detach().clone()) for p in a]
+    oa, ob = Muon(a, lr=0.05, split_across_ranks=True), Muon(b, lr=0.05)
+    for _ in range(2):
+        for x, y in zip(a, b, strict=True):
+            g = torch.randn_like(x)
+            x.grad, y.grad = g, g.clone()
+        oa.step()
+        ob.step()
+    for x, y in zip(a, b, strict=True):
+        assert torch.equal(x, y)
+    with pytest.raises(TypeError, match="split_across_ranks"):
+        Muon(a, split_across_ranks=1)  # type: ignore[arg-type]
+
+
+def test_split_flag_survives_deepcopy() -> None:
+    opt = Muon([torch.nn.Parameter(torch.randn(3, 3))], split_across_ranks=True)
+    assert copy.deepcopy(opt).split_across_ranks is True

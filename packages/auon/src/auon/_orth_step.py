@@ -7,10 +7,12 @@ and re-sharded locally: correct, not communication-efficient.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from adaptnn_core import orthogonalize
@@ -28,6 +30,9 @@ from auon._common import (
     _zero_nonfinite_,
 )
 from auon.functional import cosh_factor
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 
 def _count(counters: Sequence[Tensor] | None, finite: Tensor) -> None:
@@ -58,12 +63,17 @@ def _orth_step(
     maximize: bool,
     foreach: bool | None,
     workspace: Sequence[tuple[Tensor, Tensor]] | None = None,
+    split_group: ProcessGroup | None = None,
 ) -> None:
     """Muon (``gamma=None``) or paper HybridAuON (cosh step on the NS output) on lists of tensors.
 
     ``p ← p·(1 − lr·wd) − lr·s·ortho`` (Muon) or ``− lr·s·ortho/(r + eps_rms)`` (Hybrid) with
     ``O = orthogonalize(G, steps, coefficients, compute_dtype=bf16, flatten)`` and
     ``r = sqrt(mean cosh²(γ·ortho/‖ortho‖_F))``.
+
+    With ``split_group`` (replicated parameters, e.g. DDP) each rank of the group orthogonalises
+    only the parameters ``i`` with ``i % world_size == rank`` and the results are broadcast, so
+    every rank applies the same update for a ``1/world_size`` share of the Newton–Schulz work.
     """
     if not params:
         return
@@ -89,24 +99,33 @@ def _orth_step(
     if skip:
         _keep_finite_(ms, m_new, flags)
         _zero_nonfinite_(G, flags)
-    lr_t = lr if isinstance(lr, Tensor) else None
-    for i, p in enumerate(params):
-        local_p = ps[i]
-        full = _full_tensor(G[i], p)
+    # Muon adds the bf16 result straight into the parameter (promoted exactly, as
+    # torch.optim.Muon does); an fp32 copy would cost a pass and an allocation.
+    out_dtype = torch.bfloat16 if gamma is None else None
+
+    def direction(i: int) -> Tensor:
         ortho = orthogonalize(
-            full,
+            _full_tensor(G[i], params[i]),
             flatten=flatten,
             steps=ns_steps,
             coefficients=ns_coefficients,
             compute_dtype=torch.bfloat16,
             eps=ns_eps,
-            # Muon adds the bf16 result straight into the parameter (promoted exactly, as
-            # torch.optim.Muon does); an fp32 copy would cost a pass and an allocation.
-            out_dtype=torch.bfloat16 if gamma is None else None,
+            out_dtype=out_dtype,
         )
         if gamma is not None:
             r = cosh_factor(ortho, gamma)
             ortho = ortho / (r + eps_rms).to(ortho.dtype)
+        return ortho
+
+    if split_group is not None:
+        directions = _split_across_ranks(
+            direction, [(tuple(g.shape), out_dtype or g.dtype) for g in G], split_group, G[0].device
+        )
+    lr_t = lr if isinstance(lr, Tensor) else None
+    for i, p in enumerate(params):
+        local_p = ps[i]
+        ortho = directions[i] if split_group is not None else direction(i)
         ortho = _local_shard_of(ortho, p)
         lr_i: float | Tensor = lr_t.reshape(()).to(local_p.device) if lr_t is not None else lr
         base: float | Tensor = -scale_fn(tuple(p.shape)) * lr_i
@@ -124,6 +143,38 @@ def _orth_step(
         else:
             local_p.add_(ortho, alpha=base)
     _count(counters, finite)
+
+
+def _split_across_ranks(
+    compute: Callable[[int], Tensor],
+    specs: Sequence[tuple[tuple[int, ...], torch.dtype]],
+    group: ProcessGroup,
+    device: torch.device,
+) -> list[Tensor]:
+    """``[compute(i) for i]`` with the work shared round-robin over the ranks of ``group``.
+
+    Rank ``r`` computes the indices ``i ≡ r (mod world)``; each rank's results then travel in one
+    flat broadcast per dtype, so every rank ends with all results, bit for bit those of their
+    owner. ``specs`` gives each result's shape and dtype, known on every rank in advance.
+    """
+    world = dist.get_world_size(group)
+    rank = dist.get_rank(group)
+    out: list[Tensor | None] = [
+        compute(i) if i % world == rank else None for i in range(len(specs))
+    ]
+    for owner in range(world):
+        mine = [i for i in range(owner, len(specs), world)]
+        for dtype in dict.fromkeys(specs[i][1] for i in mine):
+            idx = [i for i in mine if specs[i][1] == dtype]
+            sizes = [math.prod(specs[i][0]) for i in idx]
+            if owner == rank:
+                flat = torch.cat([cast(Tensor, out[i]).reshape(-1) for i in idx])
+            else:
+                flat = torch.empty(sum(sizes), dtype=dtype, device=device)
+            dist.broadcast(flat, src=dist.get_global_rank(group, owner), group=group)
+            for i, piece in zip(idx, torch.split(flat, sizes), strict=True):
+                out[i] = piece.view(specs[i][0])
+    return [cast(Tensor, t) for t in out]
 
 
 def _hybrid_repo_step(

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal, cast
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
 from auon._common import (
@@ -23,12 +24,16 @@ from auon._common import (
     _check_param,
     _collect_group,
     _cpu_workspace,
+    _is_dtensor,
     _lr_value,
     _muon_scale,
     _ValidatedOptimizer,
 )
 from auon._orth_step import _orth_step
 from auon.optimizer import ParamsT
+
+if TYPE_CHECKING:
+    from torch.distributed import ProcessGroup
 
 __all__ = ["Muon"]
 
@@ -58,8 +63,9 @@ class Muon(_ValidatedOptimizer):
     ``m.lerp_(g, 1−μ)``; ``G = lerp(g, m, μ)`` (or ``m``); ``O = adaptnn_core.orthogonalize(G,
     steps=ns_steps, coefficients=ns_coefficients, compute_dtype=bf16, eps=eps)``;
     ``p ← p·(1 − lr·wd)``; ``p ← p − lr·s·O`` with ``s = sqrt(max(1, rows/cols))`` (None/"original"),
-    1 ("unit") or ``0.2·sqrt(max(rows, cols))`` ("match_rms_adamw"). Matches ``torch.optim.Muon`` on
-    2-D parameters up to bf16 rounding (torch divides by ``max(‖G‖, eps)``, we by ``‖G‖ + eps``).
+    1 ("unit") or ``0.2·sqrt(max(rows, cols))`` ("match_rms_adamw"). Bit-identical to
+    ``torch.optim.Muon`` on 2-D parameters whenever ``‖G‖ ≫ eps`` (torch divides by
+    ``max(‖G‖, eps)``, we by ``‖G‖ + eps``, both rounded to bf16).
     ``lr_mul`` attributes of the original are not honoured: use param groups.
 
     Args:
@@ -76,9 +82,18 @@ class Muon(_ValidatedOptimizer):
         nonfinite: ``"skip"`` or ``"propagate"``.
         maximize: Maximise the objective.
         foreach: Multi-tensor momentum; ``None`` → on for CUDA parameters.
+        split_across_ranks: With replicated parameters (DDP) and an initialised process group of
+            more than one rank: each rank orthogonalises every ``world_size``-th parameter and
+            the results are broadcast (one flat broadcast per rank and dtype), so the
+            Newton–Schulz work is shared instead of repeated. The update is bit for bit the
+            unsplit one. A no-op without ``torch.distributed``; not for DTensor (FSDP2)
+            parameters, which are gathered per parameter instead.
+        process_group: Group for ``split_across_ranks``; ``None`` = the default group. Not a
+            param-group option, so it is not part of ``state_dict``.
 
     Raises:
-        ValueError: A bad hyperparameter (naming it) or a parameter with ``ndim < 2``.
+        ValueError: A bad hyperparameter (naming it) or a parameter with ``ndim < 2``;
+            ``split_across_ranks`` with DTensor parameters (at the first step).
     """
 
     def __init__(
@@ -97,6 +112,8 @@ class Muon(_ValidatedOptimizer):
         nonfinite: Literal["skip", "propagate"] = "skip",
         maximize: bool = False,
         foreach: bool | None = None,
+        split_across_ranks: bool = False,
+        process_group: ProcessGroup | None = None,
     ) -> None:
         defaults: dict[str, Any] = {
             "lr": lr,
@@ -113,10 +130,34 @@ class Muon(_ValidatedOptimizer):
             "foreach": foreach,
         }
         _validate_muon_group({**defaults, "params": []})
+        _check_bool(split_across_ranks, "split_across_ranks")
+        self.split_across_ranks = split_across_ranks
+        self.process_group = process_group
         super().__init__(cast(Any, params), defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         _validate_muon_group(group)
+
+    def __getstate__(self) -> dict[str, Any]:
+        # Keep the split flag through pickling and deepcopy; a process group cannot travel, so a
+        # copy uses the default group.
+        state: dict[str, Any] = super().__getstate__()
+        state["split_across_ranks"] = getattr(self, "split_across_ranks", False)
+        return state
+
+    def _split_group(self, params: list[Tensor]) -> ProcessGroup | None:
+        """The group to share the orthogonalisation over, or ``None`` to do it all here."""
+        if not getattr(self, "split_across_ranks", False):
+            return None
+        if any(_is_dtensor(p) for p in params):
+            raise ValueError(
+                "split_across_ranks is for replicated parameters (DDP); DTensor (FSDP2) "
+                "parameters are gathered per parameter instead: pass split_across_ranks=False"
+            )
+        if not (dist.is_available() and dist.is_initialized()):
+            return None
+        group = getattr(self, "process_group", None) or dist.group.WORLD
+        return group if dist.get_world_size(group) > 1 else None
 
     @torch.no_grad()
     def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
@@ -149,5 +190,6 @@ class Muon(_ValidatedOptimizer):
                 maximize=group["maximize"],
                 foreach=group["foreach"],
                 workspace=_cpu_workspace(self, params, None),
+                split_group=self._split_group(params),
             )
         return loss
