@@ -93,7 +93,14 @@ def mean_square(x: Tensor, dim: int | tuple[int, ...] = -1, keepdim: bool = Fals
     for d in dims:
         if x.shape[d] == 0:
             raise ValueError(f"x has an empty reduced dimension {d} (shape {tuple(x.shape)})")
-    return x.to(_acc_dtype(x.dtype)).square().mean(dim=dims, keepdim=keepdim)
+    acc = _acc_dtype(x.dtype)
+    if x.dtype == acc:
+        # One reduction pass without a squared temporary of x's size: ‖x‖² / n.
+        n = 1
+        for d in dims:
+            n *= x.shape[d]
+        return torch.linalg.vector_norm(x, dim=dims, keepdim=keepdim).square() / n
+    return x.to(acc).square().mean(dim=dims, keepdim=keepdim)
 
 
 def rms(

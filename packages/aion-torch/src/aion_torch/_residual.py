@@ -363,8 +363,8 @@ class AionResidual(nn.Module):
         stats = {"alpha": alpha.detach(), "ratio": ratio_s, "ratio_ema": ratio_s}
         return out, stats
 
-    def _local_stats(self, d: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
-        """Reducible statistics of one batch as an fp32 vector.
+    def _local_parts(self, d: Tensor, y: Tensor, mask: Tensor | None) -> tuple[Tensor, ...]:
+        """Reducible statistics of one batch, as 0-dim fp32 tensors.
 
         ``"mean"``: ``(Σ r_i, n)`` over valid tokens; ``"ratio_of_means"``:
         ``(Σ E[y²]_i, Σ E[d²]_i, n)``. A non-finite energy of a valid token makes the first entry
@@ -372,24 +372,26 @@ class AionResidual(nn.Module):
         """
         ex = mean_square(d)
         ey = mean_square(y)
-        nan = torch.full((), math.nan, dtype=ex.dtype, device=ex.device)
         if self.reduction == "ratio_of_means":
             sy, n = masked_sum_count(ey, mask)
             sx, _ = masked_sum_count(ex, mask)
-            return torch.stack((sy, sx, n))
-        r = (ey / (ex + self.epsilon)).clamp(0.0, self.max_ratio)
-        r = torch.where(torch.isfinite(ex + ey), r, nan)
-        s, n = masked_sum_count(r, mask)
-        return torch.stack((s, n))
+            return sy, sx, n
+        r = (ey / (ex + self.epsilon)).clamp_(0.0, self.max_ratio)
+        r = torch.where(torch.isfinite(ex + ey), r, math.nan)
+        return masked_sum_count(r, mask)
 
-    def _stat(self, v: Tensor) -> Tensor:
-        """Batch statistic from the vector of :meth:`_local_stats`; NaN when no valid token."""
+    def _local_stats(self, d: Tensor, y: Tensor, mask: Tensor | None) -> Tensor:
+        """:meth:`_local_parts` as one fp32 vector, ready for a single all-reduce."""
+        return torch.stack(self._local_parts(d, y, mask))
+
+    def _stat(self, parts: Sequence[Tensor]) -> Tensor:
+        """Batch statistic from :meth:`_local_parts` (or their reduced sums); NaN when no valid
+        token."""
         if self.reduction == "ratio_of_means":
-            sy, sx, n = v.unbind()
+            sy, sx, n = parts
             stat = (sy / n) / (sx / n + self.epsilon)
-            nan = torch.full_like(stat, math.nan)
-            return torch.where(torch.isfinite(stat), stat.clamp(0.0, self.max_ratio), nan)
-        return v[0] / v[1]
+            return torch.where(torch.isfinite(stat), stat.clamp(0.0, self.max_ratio), math.nan)
+        return parts[0] / parts[1]
 
     def _forward_train(
         self,
@@ -409,17 +411,16 @@ class AionResidual(nn.Module):
                 stat = v[0] / v[1]
             ratio_s = self.ratio_ema.clone()
         else:
-            if self.detach_stats:
-                with torch.no_grad():
-                    v = self._local_stats(d, y, mask)
-            else:
-                v = self._local_stats(d, y, mask)
+            with torch.set_grad_enabled(torch.is_grad_enabled() and not self.detach_stats):
+                parts: Sequence[Tensor] = self._local_parts(d, y, mask)
             if self.sync_stats == "allreduce":
+                v = torch.stack(tuple(parts))
                 reduced = v.detach().clone()
                 all_reduce_(reduced, "sum", self.process_group)
                 # value = the global sums exactly; gradient = identity to the local sums
                 v = reduced + (v - v.detach()) if v.requires_grad else reduced
-            stat = self._stat(v)
+                parts = v.unbind()
+            stat = self._stat(parts)
             # γ = 1 means "no smoothing" (aion-torch): use the statistic, and store it for eval.
             g = 0.0 if self.ema_gamma == 1.0 else self.ema_gamma
             finite = torch.isfinite(stat)
