@@ -99,7 +99,8 @@ def mean_square(x: Tensor, dim: int | tuple[int, ...] = -1, keepdim: bool = Fals
         n = 1
         for d in dims:
             n *= x.shape[d]
-        return torch.linalg.vector_norm(x, dim=dims, keepdim=keepdim).square() / n
+        norm: Tensor = torch.linalg.vector_norm(x, dim=dims, keepdim=keepdim)
+        return norm.square() / n
     return x.to(acc).square().mean(dim=dims, keepdim=keepdim)
 
 
