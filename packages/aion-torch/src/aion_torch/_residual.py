@@ -65,7 +65,7 @@ def _st_clamp_min0(p: Tensor) -> Tensor:
     """
     if not p.requires_grad:
         return p.clamp(min=0.0)
-    return p + (p.clamp(min=0.0) - p).detach()
+    return p - p.detach().clamp(max=0.0)  # value p − min(p, 0) = max(p, 0), gradient 1
 
 
 class AionResidual(nn.Module):
