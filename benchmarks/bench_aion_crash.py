@@ -41,7 +41,6 @@ from aion_torch.residuals import ReZeroResidual, deepnorm_init_, make_residual
 from benchmarks.harness import (
     GPT,
     GPTConfig,
-    bootstrap_ci,
     common_parser,
     corpus_for_args,
     cosine_schedule,
@@ -50,6 +49,7 @@ from benchmarks.harness import (
     mean_std,
     seed_everything,
     setup_run,
+    t_interval,
     train_lm,
     wilson_interval,
     write_results,
@@ -293,8 +293,8 @@ def _paired(records: list[dict[str, Any]], a: str, b: str, depth: int, lr: float
             diffs.append(va - vb)
     if len(diffs) < 2:
         return "–"
-    lo, hi = bootstrap_ci(diffs, seed=0)
-    return f"{statistics.fmean(diffs):+.3f} [{lo:+.3f}, {hi:+.3f}]"
+    ci = t_interval(diffs)
+    return f"{ci.mean:+.3f} [{ci.lo:+.3f}, {ci.hi:+.3f}]"
 
 
 def _markdown(records: list[dict[str, Any]], size: dict[str, Any], seconds: float) -> str:

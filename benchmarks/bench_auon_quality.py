@@ -27,7 +27,6 @@ from benchmarks.harness import (
     GPT,
     GPTConfig,
     bits_per_byte,
-    bootstrap_ci,
     common_parser,
     corpus_for_args,
     estimate_loss,
@@ -35,6 +34,7 @@ from benchmarks.harness import (
     mean_std,
     seed_everything,
     setup_run,
+    t_interval,
     train_lm,
     write_results,
 )
@@ -321,8 +321,8 @@ def main(argv: list[str] | None = None) -> None:
             d = [a[k] - b[k] for k in sorted(a) if k in b]
             if not d:
                 continue
-            lo, hi = bootstrap_ci(d) if len(d) > 1 else (d[0], d[0])
-            diff_rows.append([arm, ref, f"{sum(d) / len(d):+.4f}", f"[{lo:+.4f}, {hi:+.4f}]"])
+            ci = t_interval(d)
+            diff_rows.append([arm, ref, f"{ci.mean:+.4f}", f"[{ci.lo:+.4f}, {ci.hi:+.4f}] (n={ci.n})"])
     spec_rows = []
     for arm in arms:
         r0 = next(r for r in finals(arm) if int(r["seed"]) == 0)

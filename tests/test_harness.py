@@ -15,14 +15,17 @@ from benchmarks.harness import (
     GPT,
     GPTConfig,
     bits_per_byte,
-    bootstrap_ci,
     cosine_schedule,
     count_host_syncs,
+    downsample,
     estimate_loss,
     get_batch,
     interleaved_timing,
     load_corpus,
     mean_std,
+    paired_t_interval,
+    student_t_quantile,
+    t_interval,
     train_lm,
     wilson_interval,
     write_results,
@@ -162,10 +165,40 @@ def test_schedule_statistics_and_units() -> None:
     assert lo == 0.0 and hi == pytest.approx(0.4345, abs=1e-4)
     lo, hi = wilson_interval(5, 10)
     assert (lo, hi) == pytest.approx((0.2366, 0.7634), abs=1e-4)
-    lo, hi = bootstrap_ci([1.0, 2.0, 3.0, 4.0])
-    assert 1.0 <= lo < 2.5 < hi <= 4.0
     with pytest.raises(ValueError):
         wilson_interval(3, 2)
+
+
+@pytest.mark.parametrize(
+    ("df", "expected"),
+    # two-sided 95% critical values of Student's t (standard tables, 9 significant digits)
+    [(1, 12.7062047), (2, 4.30265273), (4, 2.77644511), (9, 2.26215716), (30, 2.04227246)],
+)
+def test_student_t_quantile_matches_tables(df: int, expected: float) -> None:
+    assert student_t_quantile(0.975, df) == pytest.approx(expected, rel=1e-8)
+    assert student_t_quantile(0.025, df) == pytest.approx(-expected, rel=1e-8)
+
+
+def test_t_interval_is_the_textbook_formula() -> None:
+    ci = t_interval([1.0, 2.0, 3.0, 4.0])
+    half = 3.18244631 * math.sqrt(5.0 / 3.0) / 2.0  # t_{0.975,3} · s / √n, s² = 5/3
+    assert (ci.mean, ci.n) == (2.5, 4)
+    assert (ci.lo, ci.hi) == pytest.approx((2.5 - half, 2.5 + half), rel=1e-8)
+    assert ci.excludes_zero
+    # three seeds whose differences straddle 0: the min–max would exclude nothing, t widens it
+    wide = paired_t_interval([3.0, 3.1, 2.9], [3.05, 3.0, 3.0])
+    assert wide.lo < wide.mean < wide.hi and not wide.excludes_zero
+    single = t_interval([0.5])
+    assert single.n == 1 and math.isnan(single.lo) and "no interval" in single.fmt()
+    with pytest.raises(ValueError, match="equal lengths"):
+        paired_t_interval([1.0], [1.0, 2.0])
+
+
+def test_downsample_keeps_ends_and_bounds_length() -> None:
+    xs = [float(i) for i in range(1001)]
+    ds = downsample(xs, 200)
+    assert len(ds) == 200 and ds[0] == 0.0 and ds[-1] == 1000.0 and ds == sorted(ds)
+    assert downsample(xs[:10], 200) == xs[:10]
 
 
 def test_interleaved_timing_runs_arms_in_rounds() -> None:
@@ -190,18 +223,51 @@ def test_write_results(tmp_path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots()
-    ax.plot([0, 1])
+    ax.plot([0, 1], label="a")
+    ax.set(title="t", xlabel="step", ylabel="loss")
     folder = write_results(
         "pkg",
         "bench",
         config={"n": 1},
-        records=[{"x": 1.5}],
+        records=[{"x": 1.5, "curve": [0.5, 0.25]}],
         markdown="| a |\n",
         figures={"": fig, "curve": fig},
         out_dir=tmp_path,
     )
-    payload = json.loads((folder / "bench.json").read_text())
-    assert payload["config"] == {"n": 1} and payload["records"] == [{"x": 1.5}]
-    assert payload["environment"]["threads"] == torch.get_num_threads()
-    assert (folder / "bench.md").read_text().endswith("| a |\n")
+    text = (folder / "bench.json").read_text()
+    payload = json.loads(text)
+    assert payload["config"] == {"n": 1} and payload["records"] == [
+        {"x": 1.5, "curve": [0.5, 0.25]}
+    ]
+    assert '"curve": [0.5,0.25]' in text  # arrays on one line
+    env = payload["environment"]
+    assert env["threads"] == torch.get_num_threads()
+    assert isinstance(env["argv"], list) and env["git_dirty"] in (True, False, None)
+    md = (folder / "bench.md").read_text()
+    assert "| a |" in md and "](bench.png)" in md and "](bench_curve.png)" in md
     assert (folder / "bench.png").stat().st_size > 0 and (folder / "bench_curve.png").exists()
+
+
+def test_write_results_refuses_unlabelled_figures_and_large_files(tmp_path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.plot([0, 1])
+    ax.set_title("no axis labels")
+    with pytest.raises(ValueError, match="labels"):
+        write_results(
+            "pkg", "b", config={}, records=[], markdown="", figures={"": fig}, out_dir=tmp_path
+        )
+    ax.set(xlabel="x", ylabel="y", title="")
+    with pytest.raises(ValueError, match="title"):
+        write_results(
+            "pkg", "b", config={}, records=[], markdown="", figures={"": fig}, out_dir=tmp_path
+        )
+    with pytest.raises(ValueError, match="bytes"):
+        write_results(
+            "pkg", "big", config={}, records=[{"x": [0.1] * 300_000}], markdown="", out_dir=tmp_path
+        )
+    assert not (tmp_path / "pkg" / "big.json").exists()
