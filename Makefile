@@ -10,7 +10,7 @@ PACKAGE ?=
 VERSION ?=
 BENCH_ARGS ?=
 
-.PHONY: help install demo test test-slow lint format typecheck check bench bench-quick build smoke bump versions
+.PHONY: help install demo test test-slow test-compile lint format typecheck check bench bench-quick build smoke bump versions
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -27,6 +27,9 @@ test: install ## run every test except the slow and gpu ones
 
 test-slow: install ## run every test including the slow ones (--runslow)
 	$(RUN) python scripts/run_pytest.py -q --runslow
+
+test-compile: install ## only the slow tests: torch.compile(fullgraph=True) with inductor (CI runs them)
+	$(RUN) python scripts/run_pytest.py -q --runslow -m slow
 
 lint: install ## ruff check and ruff format --check
 	$(RUN) ruff check .
