@@ -11,7 +11,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adaptnn_core import EMATracker, ema_update_, energy_ratio, masked_mean
+from adaptnn_core import EMATracker, ema_update_, energy_ratio, keep_fp32, masked_mean
 
 
 def test_one_update_oracle() -> None:
@@ -160,6 +160,63 @@ def test_update_is_in_place_on_the_registered_buffers() -> None:
     t.update_(torch.ones(3) * 0.5)
     t.update_(torch.full((3,), float("nan")))
     assert (t.value.data_ptr(), t.num_updates.data_ptr(), t.num_skipped.data_ptr()) == ptrs
+
+
+# --- dtype conversions: the statistic stays fp32 --------------------------------------------
+
+_HALF_CASTS = {
+    "half": lambda m: m.half(),
+    "bfloat16": lambda m: m.bfloat16(),
+    "to_bf16": lambda m: m.to(torch.bfloat16),
+    "to_fp16": lambda m: m.to(torch.float16),
+}
+
+
+@pytest.mark.parametrize("cast", sorted(_HALF_CASTS))
+def test_half_casts_keep_the_value_fp32_without_rounding(cast: str) -> None:
+    t = EMATracker(gamma=0.99, init=1.0 + 2.0**-20, shape=(2,))  # not representable in bf16/fp16
+    before = t.value.clone()
+    out = _HALF_CASTS[cast](t)
+    assert out is t
+    assert t.value.dtype == torch.float32
+    assert torch.equal(t.value, before)  # the fp32 values, not rounded through the half dtype
+    assert t.num_updates.dtype == t.num_skipped.dtype == torch.int64
+
+
+def test_float64_cast_upgrades_and_device_moves_apply() -> None:
+    t = EMATracker(gamma=0.9, init=0.5)
+    assert t.double().value.dtype == torch.float64  # fp32 is the floor, not a ceiling
+    assert t.float().value.dtype == torch.float32
+    t.to(torch.device("meta"), torch.bfloat16)  # device move and half cast in one call
+    assert t.value.device.type == "meta" and t.value.dtype == torch.float32
+    assert t.num_updates.device.type == "meta"
+
+
+def test_bf16_module_ema_trajectory_equals_fp32() -> None:
+    """200 updates at a constant 1.5 from 1.0: a bf16 value would stall far below 1.5."""
+    fp32 = EMATracker(gamma=0.99, init=1.0)
+    bf16 = EMATracker(gamma=0.99, init=1.0).bfloat16()
+    x = torch.tensor(1.5, dtype=torch.bfloat16)  # the observation itself is exact in bf16
+    for _ in range(200):
+        fp32.update_(x.float())
+        bf16.update_(x)
+        assert torch.equal(bf16.value, fp32.value)  # the same fp32 lerp on the same input
+    # closed form 1.5 − 0.5·0.99²⁰⁰ = 1.43302…; 200 fp32 lerps stay within a few ulps of it
+    torch.testing.assert_close(
+        fp32.value, torch.tensor(1.5 - 0.5 * 0.99**200, dtype=torch.float32)
+    )
+
+
+def test_keep_fp32_rule() -> None:
+    orig = torch.tensor([1.0 + 2.0**-20])
+    assert torch.equal(keep_fp32(orig.bfloat16(), orig), orig)
+    assert keep_fp32(orig.bfloat16(), orig).dtype == torch.float32
+    d = orig.double()
+    assert keep_fp32(d, orig) is d
+    i = torch.tensor([3])
+    assert keep_fp32(i, i) is i
+    with pytest.raises(TypeError, match="converted must be a torch.Tensor"):
+        keep_fp32(1.0, orig)  # type: ignore[arg-type]
 
 
 # --- no host sync and no graph break -------------------------------------------------------

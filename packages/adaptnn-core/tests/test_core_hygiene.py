@@ -21,9 +21,11 @@ EXPECTED_API = {
     "all_reduce_",
     "all_reduce_coalesced_",
     "broadcast_",
+    "dist",
     "ema_update_",
     "energy_ratio",
     "is_initialized",
+    "keep_fp32",
     "masked_mean",
     "masked_sum_count",
     "matrix_shape",
@@ -45,6 +47,15 @@ def test_public_api_and_version() -> None:
         assert hasattr(adaptnn_core, name), name
 
 
+def test_dist_is_a_public_module_with_the_top_level_names() -> None:
+    from adaptnn_core import dist
+
+    assert dist.__name__ == "adaptnn_core.dist"
+    assert adaptnn_core.dist is dist
+    for name in dist.__all__:
+        assert getattr(adaptnn_core, name) is getattr(dist, name), name
+
+
 def test_all_is_sorted_like_ruff() -> None:
     # ruff's RUF022 "isort-style" order: SCREAMING_CASE, then CamelCase, then the rest.
     def key(name: str) -> tuple[int, str]:
@@ -58,7 +69,15 @@ def test_all_is_sorted_like_ruff() -> None:
 
 
 def test_every_module_and_public_callable_is_documented() -> None:
-    for mod in ("adaptnn_core", "adaptnn_core._energy", "adaptnn_core._orth", "adaptnn_core._dist"):
+    modules = (
+        "adaptnn_core",
+        "adaptnn_core._ema",
+        "adaptnn_core._energy",
+        "adaptnn_core._orth",
+        "adaptnn_core._precision",
+        "adaptnn_core.dist",
+    )
+    for mod in modules:
         doc = importlib.import_module(mod).__doc__
         assert doc is not None
         assert len(doc.strip()) > 40, mod

@@ -1,10 +1,12 @@
-"""Thin torch.distributed helpers that degrade to no-ops in a single process.
+"""``adaptnn_core.dist``: thin torch.distributed helpers that degrade to no-ops in a single process.
 
 Every function takes an explicit ``group`` (``None`` = the default group), works the same on
 gloo and NCCL (``"avg"`` is SUM followed by a division, not ``ReduceOp.AVG``), never
 synchronises the host, and refuses tensors that require grad: statistics are reduced detached,
 never through autograd (an in-place collective is an identity to autograd). To reduce or
 broadcast into a parameter, pass ``p.detach()``, which shares its storage.
+
+The functions are also re-exported at the top level (``from adaptnn_core import all_reduce_``).
 """
 
 from __future__ import annotations
