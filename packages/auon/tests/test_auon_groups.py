@@ -1,4 +1,4 @@
-"""param_groups membership, build_optimizers and the single-optimizer AuONWithAuxAdam."""
+"""matrix_param_groups membership (and its deprecated old name), build_optimizers and the single-optimizer AuONWithAuxAdam."""
 
 from __future__ import annotations
 
@@ -6,7 +6,14 @@ import pytest
 import torch
 from torch import nn
 
-from auon import AuON, AuONWithAuxAdam, Muon, build_optimizers, param_groups
+from auon import (
+    AuON,
+    AuONWithAuxAdam,
+    Muon,
+    build_optimizers,
+    matrix_param_groups,
+    param_groups,
+)
 
 
 class _TinyGPT(nn.Module):
@@ -35,7 +42,7 @@ def _ids(groups: list[dict[str, object]]) -> set[int]:
 
 def test_param_groups_membership() -> None:
     m = _TinyGPT()
-    mats, others = param_groups(m, lr=0.02, adamw_lr=1e-3, adamw_weight_decay=0.1)
+    mats, others = matrix_param_groups(m, lr=0.02, adamw_lr=1e-3, adamw_weight_decay=0.1)
     assert _ids(mats) == {id(m.conv.weight), id(m.block["fc1"].weight), id(m.block["fc2"].weight)}
     special, vectors = others
     assert _ids([special]) == {id(m.tok_emb.weight)}  # tied head deduplicated
@@ -48,14 +55,27 @@ def test_param_groups_membership() -> None:
 def test_untied_head_and_extra_adamw() -> None:
     m = _TinyGPT()
     m.lm_head.weight = nn.Parameter(torch.randn(32, 16))
-    mats, others = param_groups(m, lr=0.02, adamw_lr=1e-3, extra_adamw=["conv.weight"])
+    mats, others = matrix_param_groups(m, lr=0.02, adamw_lr=1e-3, extra_adamw=["conv.weight"])
     assert id(m.lm_head.weight) in _ids(others) and id(m.conv.weight) in _ids(others)
     assert _ids(mats) == {id(m.block["fc1"].weight), id(m.block["fc2"].weight)}
 
 
+def test_param_groups_is_a_deprecated_alias() -> None:
+    m = _TinyGPT()
+    new = matrix_param_groups(m, lr=0.02, adamw_lr=1e-3, extra_adamw=["conv.weight"])
+    with pytest.warns(DeprecationWarning, match=r"auon\.matrix_param_groups"):
+        old = param_groups(m, lr=0.02, adamw_lr=1e-3, extra_adamw=["conv.weight"])
+    assert [[_ids([g]) for g in side] for side in old] == [
+        [_ids([g]) for g in side] for side in new
+    ]
+    assert [[{k: v for k, v in g.items() if k != "params"} for g in side] for side in old] == [
+        [{k: v for k, v in g.items() if k != "params"} for g in side] for side in new
+    ]
+
+
 def test_no_matrix_raises() -> None:
     with pytest.raises(ValueError, match="model"):
-        param_groups(nn.Embedding(4, 4), lr=0.1, adamw_lr=0.1)
+        matrix_param_groups(nn.Embedding(4, 4), lr=0.1, adamw_lr=0.1)
 
 
 def test_build_optimizers_and_aux_adam_train() -> None:
@@ -97,7 +117,33 @@ def test_aux_adam_groups_match_separate_optimizers() -> None:
         one.step()
         oa.step()
         ob.step()
-    torch.testing.assert_close(w, w2)
-    torch.testing.assert_close(b, b2)
+    # the AuON group is AuON's step, the AdamW group is torch's functional AdamW: the same bits
+    assert torch.equal(w, w2)
+    assert torch.equal(b, b2)
     sd = one.state_dict()
     assert set(sd["state"][1]) == {"step", "exp_avg", "exp_avg_sq"}
+
+
+@pytest.mark.parametrize("foreach", [None, False, True])
+@pytest.mark.parametrize("maximize", [False, True])
+def test_aux_adamw_groups_are_bit_identical_to_torch_adamw(
+    foreach: bool | None, maximize: bool
+) -> None:
+    torch.manual_seed(2)
+    shapes = [(8, 8), (8,), (3, 4, 2)]
+    ours = [torch.nn.Parameter(torch.randn(s)) for s in shapes]
+    theirs = [torch.nn.Parameter(p.detach().clone()) for p in ours]
+    kw = {"lr": 3e-3, "betas": (0.8, 0.9), "eps": 1e-6, "weight_decay": 0.05}
+    kw |= {"maximize": maximize, "foreach": foreach}
+    one = AuONWithAuxAdam([{"params": ours, "use_auon": False, **kw}])
+    ref = torch.optim.AdamW(theirs, **kw)  # type: ignore[arg-type]
+    for _ in range(6):
+        for a, b in zip(ours, theirs, strict=True):
+            g = torch.randn_like(a) * 10.0
+            a.grad, b.grad = g, g.clone()
+        one.step()
+        ref.step()
+    for a, b in zip(ours, theirs, strict=True):
+        assert torch.equal(a, b)
+        assert torch.equal(one.state[a]["exp_avg_sq"], ref.state[b]["exp_avg_sq"])
+        assert torch.equal(one.state[a]["step"], ref.state[b]["step"])

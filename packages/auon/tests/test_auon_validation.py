@@ -63,11 +63,11 @@ def test_aux_adam_validates_each_kind_of_group() -> None:
 
 
 def test_vectors_rejected_with_pointer_to_param_groups() -> None:
-    with pytest.raises(ValueError, match=r"auon\.param_groups"):
+    with pytest.raises(ValueError, match=r"auon\.matrix_param_groups"):
         AuON([torch.nn.Parameter(torch.randn(5))])
-    with pytest.raises(ValueError, match=r"auon\.param_groups"):
+    with pytest.raises(ValueError, match=r"auon\.matrix_param_groups"):
         AuON([torch.nn.Parameter(torch.tensor(1.0))])
-    with pytest.raises(ValueError, match=r"auon\.param_groups"):
+    with pytest.raises(ValueError, match=r"auon\.matrix_param_groups"):
         Muon([torch.nn.Parameter(torch.randn(5))])
     AuON([torch.nn.Parameter(torch.randn(5))], variant="repo")  # the repo variant takes any shape
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Sequence
+from functools import partial
 from typing import TYPE_CHECKING, Any, cast
 
 import torch
@@ -16,30 +17,79 @@ import torch.distributed as dist
 from torch import Tensor
 
 from adaptnn_core import orthogonalize
-from auon._common import (
+from auon._device_scalars import _scalar, _vector
+from auon._dtensor import (
     _all_reduce_by_key,
     _full_tensor,
-    _keep_finite_,
     _local,
     _local_shard_of,
-    _momentum,
-    _neg,
-    _norms,
     _reduce_key,
-    _use_foreach,
-    _zero_nonfinite_,
 )
+from auon._list_ops import _neg, _norms, _use_foreach
+from auon._momentum import _momentum
+from auon._nonfinite import _count_nonfinite_, _keep_finite_, _zero_nonfinite_
+from auon._scales import _muon_scale
+from auon._state import _collect_group
+from auon._workspace import _cpu_workspace
 from auon.functional import cosh_factor
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
 
 
-def _count(counters: Sequence[Tensor] | None, finite: Tensor) -> None:
-    if counters is None:
+def _orth_group_step(
+    owner: torch.optim.Optimizer,
+    group: dict[str, Any],
+    name: str,
+    *,
+    split_group: Callable[[list[Tensor]], ProcessGroup | None] | None = None,
+) -> None:
+    """One step of a Muon (no ``gamma`` key) or HybridAuON param group (state in ``owner``).
+
+    ``split_group`` maps the group's parameters to the process group that shares the
+    orthogonalisation (Muon's ``split_across_ranks``), or ``None``.
+    """
+    params, grads, bufs, counters, wd_muls = _collect_group(owner.state, group, name)
+    if not params:
         return
-    for c, f in zip(counters, finite.unbind(0), strict=True):
-        c.add_(f.logical_not().to(torch.int64))
+    common: dict[str, Any] = {
+        "lr": group["lr"],
+        "momentum": group["momentum"],
+        "weight_decay": group["weight_decay"],
+        "ns_steps": group["ns_steps"],
+        "skip": group["nonfinite"] == "skip",
+        "maximize": group["maximize"],
+    }
+    if group.get("variant") == "repo":
+        _hybrid_repo_step(
+            params,
+            grads,
+            bufs,
+            counters,
+            wd_muls=wd_muls,
+            gamma=group["gamma"],
+            eps=group["eps"],
+            eps_rms=group["eps_rms"],
+            **common,
+        )
+        return
+    _orth_step(
+        params,
+        grads,
+        bufs,
+        counters,
+        nesterov=group["nesterov"],
+        ns_coefficients=group["ns_coefficients"],
+        ns_eps=group["eps"],
+        flatten=group["flatten"],
+        scale_fn=partial(_muon_scale, adjust_lr_fn=group["adjust_lr_fn"]),
+        gamma=group.get("gamma"),
+        eps_rms=group.get("eps_rms", 0.0),
+        foreach=group["foreach"],
+        workspace=_cpu_workspace(owner, params, None),
+        split_group=split_group(params) if split_group is not None else None,
+        **common,
+    )
 
 
 def _orth_step(
@@ -122,27 +172,45 @@ def _orth_step(
         directions = _split_across_ranks(
             direction, [(tuple(g.shape), out_dtype or g.dtype) for g in G], split_group, G[0].device
         )
-    lr_t = lr if isinstance(lr, Tensor) else None
+    # Per-parameter coefficients −lr·s (and the decay 1 − lr·wd), built on the device without a
+    # host-to-device copy; with "skip" they become 0 (and 1) where the update is not finite.
+    device = ps[0].device
+    neg_scales = [-scale_fn(tuple(p.shape)) for p in params]
+    bases: list[float] | list[Tensor]
+    if isinstance(lr, Tensor):
+        lr_dev = _scalar(lr, lr.dtype, device)
+        bases = list((_vector(neg_scales, lr.dtype, device) * lr_dev).unbind(0))
+    else:
+        bases = [s * lr for s in neg_scales]
+    if skip:
+        base_t = (
+            torch.stack(bases)  # type: ignore[arg-type]
+            if isinstance(lr, Tensor)
+            else _vector(bases, torch.float32, device)  # type: ignore[arg-type]
+        )
+        bases = list(torch.where(finite, base_t.to(torch.float32), 0.0).unbind(0))
+    decays: list[float | Tensor] = []
+    if weight_decay != 0.0:
+        decay = 1.0 - lr * weight_decay
+        if skip:
+            dtype = decay.dtype if isinstance(decay, Tensor) else torch.get_default_dtype()
+            decay_t = torch.ones((len(ps),), dtype=dtype, device=device)
+            decay_t = decay_t * _scalar(decay, dtype, device)
+            decays = list(torch.where(finite, decay_t, 1.0).unbind(0))
+        else:
+            decays = [decay] * len(ps)
     for i, p in enumerate(params):
         local_p = ps[i]
         ortho = directions[i] if split_group is not None else direction(i)
         ortho = _local_shard_of(ortho, p)
-        lr_i: float | Tensor = lr_t.reshape(()).to(local_p.device) if lr_t is not None else lr
-        base: float | Tensor = -scale_fn(tuple(p.shape)) * lr_i
-        if weight_decay != 0.0:
-            decay = 1.0 - lr * weight_decay
-            if skip:
-                decay = torch.where(flags[i], torch.as_tensor(decay, device=local_p.device), 1.0)
-            local_p.mul_(decay)
-        if skip:
-            base = torch.where(
-                flags[i], torch.as_tensor(base, device=local_p.device, dtype=torch.float32), 0.0
-            )
+        if decays:
+            local_p.mul_(decays[i])
+        base = bases[i]
         if isinstance(base, Tensor):
             local_p.addcmul_(ortho, base.to(torch.float32))
         else:
             local_p.add_(ortho, alpha=base)
-    _count(counters, finite)
+    _count_nonfinite_(counters, finite)
 
 
 def _split_across_ranks(
@@ -200,6 +268,8 @@ def _hybrid_repo_step(
     ``r = sqrt(mean cosh²(γ·ortho/(‖ortho‖_F + eps)))``; ``p ← p − lr·ortho/(r + eps_rms)``; no shape factor.
     """
     beta = momentum
+    if isinstance(lr, Tensor):
+        lr = lr.reshape(())  # a 1-element tensor: a 0-D operand (valid on any device if on CPU)
     finites = []
     for i, p in enumerate(params):
         local_p, m = _local(p), _local(bufs[i])
@@ -233,4 +303,4 @@ def _hybrid_repo_step(
             local_p.copy_(stepped)
             m.copy_(new_m)
     if finites:
-        _count(counters, torch.stack(finites))
+        _count_nonfinite_(counters, torch.stack(finites))

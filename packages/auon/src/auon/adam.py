@@ -7,7 +7,7 @@ from typing import Any
 from torch import Tensor
 from torch.optim import AdamW
 
-from auon.optimizer import ParamsT
+from auon._base import ParamsT
 
 __all__ = ["Adam"]
 

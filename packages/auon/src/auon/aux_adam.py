@@ -1,44 +1,32 @@
 """``AuONWithAuxAdam``: one optimiser whose groups run AuON (``use_auon=True``) or AdamW.
 
 A single ``step()`` drives both, so training loops, schedulers and checkpoints deal with one object.
+The AdamW groups run torch's own functional AdamW (``torch.optim.adamw.adamw``) with the state and
+defaults ``torch.optim.AdamW`` uses, so they are bit for bit ``torch.optim.AdamW``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+import inspect
+from collections.abc import Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
+from torch.optim.adamw import adamw
 
-from auon._common import (
-    _check_bool,
-    _check_float,
-    _local,
-    _lr_value,
-    _ValidatedOptimizer,
-)
-from auon.groups import param_groups
-from auon.optimizer import _auon_group_step, _validate_auon_group
+from auon._auon_group import _auon_group_step, _validate_auon_group
+from auon._base import _ValidatedOptimizer
+from auon._validation import _check_bool, _check_float, _lr_value
+from auon.auon_optimizer import AuON
+from auon.groups import matrix_param_groups
 
 __all__ = ["AuONWithAuxAdam"]
 
 _AUON_DEFAULTS: dict[str, Any] = {
-    "lr": 0.24,
-    "momentum": 0.95,
-    "weight_decay": 0.0,
-    "gamma": None,
-    "variant": "paper",
-    "nesterov": True,
-    "eps": 1e-7,
-    "eps_rms": 1e-8,
-    "adjust_lr_fn": None,
-    "compute_dtype": torch.float32,
-    "brake": "none",
-    "brake_temperature": 3.0,
-    "nonfinite": "skip",
-    "maximize": False,
-    "foreach": None,
+    name: param.default
+    for name, param in inspect.signature(AuON.__init__).parameters.items()
+    if param.default is not inspect.Parameter.empty
 }
 _ADAM_DEFAULTS: dict[str, Any] = {
     "lr": 3e-4,
@@ -46,6 +34,9 @@ _ADAM_DEFAULTS: dict[str, Any] = {
     "eps": 1e-8,
     "weight_decay": 0.0,
     "maximize": False,
+    "foreach": None,
+    "capturable": False,
+    "fused": None,
 }
 
 
@@ -59,6 +50,10 @@ def _validate_adam_group(group: dict[str, Any]) -> None:
     _check_float(group["eps"], "eps", low=0.0)
     _check_float(group["weight_decay"], "weight_decay", low=0.0)
     _check_bool(group["maximize"], "maximize")
+    _check_bool(group["capturable"], "capturable")
+    for flag in ("foreach", "fused"):
+        if group[flag] is not None:
+            _check_bool(group[flag], flag)
     for p in group["params"]:
         if torch.is_complex(p):
             raise ValueError(
@@ -66,14 +61,29 @@ def _validate_adam_group(group: dict[str, Any]) -> None:
             )
 
 
+def _step_counter(p: Tensor, on_device: bool, fused: bool) -> Tensor:
+    """A fresh AdamW ``"step"``, where and in the dtype ``torch.optim.AdamW`` keeps it.
+
+    On the host (a CPU 0-D tensor, read there without a device sync) unless ``capturable`` or
+    ``fused``; fp32, or float64 when that is the default dtype (not for fused).
+    """
+    wide = torch.get_default_dtype() == torch.float64 and not fused
+    dtype = torch.float64 if wide else torch.float32
+    if on_device:
+        return torch.zeros((), dtype=dtype, device=p.device)
+    return torch.tensor(0.0, dtype=dtype)
+
+
 class AuONWithAuxAdam(_ValidatedOptimizer):
     """AuON on the groups flagged ``use_auon=True``, AdamW on the others, in one optimiser.
 
     Every group must carry ``use_auon`` (bool). AuON groups take :class:`auon.AuON`'s
     hyperparameters (defaults as there); AdamW groups take ``lr`` (3e-4), ``betas`` ((0.9, 0.95)),
-    ``eps`` (1e-8), ``weight_decay`` (0.0, decoupled) and ``maximize``. AdamW state is ``"step"``
-    (fp32 0-D tensor), ``"exp_avg"``, ``"exp_avg_sq"``; its bias correction is computed on the device
-    (no host sync).
+    ``eps`` (1e-8), ``weight_decay`` (0.0, decoupled), ``maximize``, and ``foreach``,
+    ``capturable`` and ``fused`` as ``torch.optim.AdamW``. An AdamW group is stepped by
+    ``torch.optim.adamw.adamw`` with ``torch.optim.AdamW``'s state (``"step"``, ``"exp_avg"``,
+    ``"exp_avg_sq"``; the step counter lives on the host unless ``capturable`` or ``fused``, as
+    there), so it equals ``torch.optim.AdamW`` bit for bit.
 
     Args:
         param_groups: Iterable of param-group dicts, each with ``"params"`` and ``"use_auon"``.
@@ -109,7 +119,7 @@ class AuONWithAuxAdam(_ValidatedOptimizer):
         adamw_betas: tuple[float, float] = (0.9, 0.95),
         **auon_kwargs: Any,
     ) -> AuONWithAuxAdam:
-        """Build from :func:`auon.param_groups`: hidden matrices on AuON, the rest on AdamW.
+        """Build from :func:`auon.matrix_param_groups`: hidden matrices on AuON, the rest on AdamW.
 
         Args:
             model: The module to optimise.
@@ -123,7 +133,7 @@ class AuONWithAuxAdam(_ValidatedOptimizer):
         Returns:
             The optimiser.
         """
-        mats, others = param_groups(
+        mats, others = matrix_param_groups(
             model,
             lr=lr,
             adamw_lr=adamw_lr,
@@ -150,45 +160,52 @@ class AuONWithAuxAdam(_ValidatedOptimizer):
         else:
             _validate_adam_group(group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """One step of every group; returns the closure's loss or ``None``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            if group["use_auon"]:
-                _auon_group_step(self, group)
-            else:
-                self._adam_group(group)
-        return loss
+    def _group_step(self, group: dict[str, Any]) -> None:
+        if group["use_auon"]:
+            _auon_group_step(self, group)
+        else:
+            self._adam_group_step(group)
 
-    def _adam_group(self, group: dict[str, Any]) -> None:
-        lr = group["lr"]
-        beta1, beta2 = group["betas"]
+    def _adam_group_step(self, group: dict[str, Any]) -> None:
+        on_device = group["capturable"] or bool(group["fused"])
+        params: list[Tensor] = []
+        grads: list[Tensor] = []
+        exp_avgs: list[Tensor] = []
+        exp_avg_sqs: list[Tensor] = []
+        steps: list[Tensor] = []
         for p in group["params"]:
             if p.grad is None:
                 continue
             if p.grad.is_sparse:
                 raise RuntimeError("AuONWithAuxAdam does not support sparse gradients")
             st = self.state[p]
-            local = _local(p)
             if len(st) == 0:
-                st["step"] = torch.zeros((), dtype=torch.float32, device=local.device)
+                st["step"] = _step_counter(p, on_device, bool(group["fused"]))
                 st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
-            g = _local(p.grad)
-            if group["maximize"]:
-                g = -g
-            m, v, t = _local(st["exp_avg"]), _local(st["exp_avg_sq"]), st["step"]
-            t.add_(1.0)
-            if group["weight_decay"] != 0.0:
-                local.mul_(1.0 - lr * group["weight_decay"])
-            m.lerp_(g, 1.0 - beta1)
-            v.mul_(beta2).addcmul_(g, g, value=1.0 - beta2)
-            bc1 = 1.0 - torch.pow(beta1, t)
-            bc2_sqrt = torch.sqrt(1.0 - torch.pow(beta2, t))
-            denom = (v.sqrt() / bc2_sqrt).add_(group["eps"])
-            step_size = (lr / bc1) if not isinstance(lr, Tensor) else lr.reshape(()) / bc1
-            local.addcdiv_(m * (-step_size), denom)
+            params.append(p)
+            grads.append(p.grad)
+            exp_avgs.append(st["exp_avg"])
+            exp_avg_sqs.append(st["exp_avg_sq"])
+            steps.append(st["step"])
+        if not params:
+            return
+        beta1, beta2 = group["betas"]
+        adamw(
+            params,
+            grads,
+            exp_avgs,
+            exp_avg_sqs,
+            [],
+            steps,
+            foreach=group["foreach"],
+            capturable=group["capturable"],
+            fused=group["fused"],
+            amsgrad=False,
+            beta1=beta1,
+            beta2=beta2,
+            lr=group["lr"],
+            weight_decay=group["weight_decay"],
+            eps=group["eps"],
+            maximize=group["maximize"],
+        )

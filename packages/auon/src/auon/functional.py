@@ -25,28 +25,26 @@ from typing import Any, Literal
 import torch
 from torch import Tensor
 
-from auon._common import (
+from auon._device_scalars import _scalar, _vector
+from auon._dtensor import _all_reduce_by_key, _local, _reduce_key
+from auon._list_ops import (
     _addcmul_,
-    _all_reduce_by_key,
-    _auon_scale,
     _buckets,
-    _keep_finite_,
     _lerp,
     _lerp_,
     _lerp_into,
     _lerp_weighted_,
-    _local,
     _mul,
     _mul_,
     _mul_into,
     _neg,
     _norms,
-    _reduce_key,
     _sums,
     _unary_,
     _use_foreach,
-    _zero_nonfinite_,
 )
+from auon._nonfinite import _count_nonfinite_, _keep_finite_, _zero_nonfinite_
+from auon._scales import _auon_scale
 
 __all__ = ["auon_step", "brake_reference_rms", "cosh_factor", "rms_brake_factor"]
 
@@ -237,14 +235,6 @@ def auon_step(
             )
 
 
-def _count_(counters: list[Tensor] | None, finite: Tensor) -> None:
-    if counters is None:
-        return
-    bad = finite.logical_not().to(torch.int64)
-    for c, b in zip(counters, bad.unbind(0), strict=True):
-        c.add_(b)
-
-
 def _paper_bucket(
     params: list[Tensor],
     grads: list[Tensor],
@@ -324,7 +314,7 @@ def _paper_bucket(
 
     # Phase 2: r² = mean cosh²(γX) with X = G/(‖G‖ + eps), elementwise work in compute_dtype.
     Gc = G if G[0].dtype == compute_dtype else [t.to(compute_dtype) for t in G]
-    n_t = torch.tensor(numels, dtype=acc, device=device)
+    n_t = _vector(numels, acc, device)
     if compute_dtype.itemsize >= 4:
         # cosh²(y) = 1/2 + (e^{2y} + e^{−2y})/4: torch's CPU cosh is not vectorised while exp
         # is (≈20× faster); |y| ≤ γ, so e^{±2y} cannot overflow before cosh² does.
@@ -333,7 +323,7 @@ def _paper_bucket(
         s_pos = _sums(E, acc)  # E > 0: a plain sum, much faster than norm(ord=1) on CPU
         _unary_(E, "reciprocal", foreach)
         s_neg = _sums(E, acc)
-        local_n = torch.tensor([t.numel() for t in Gc], dtype=acc, device=device)
+        local_n = _vector([t.numel() for t in Gc], acc, device)
         csum = _all_reduce_by_key(0.5 * local_n + 0.25 * (s_pos + s_neg), keys, "sum")
     else:
         # Low precision (the original bf16 script): cosh itself, so its rounding is reproduced.
@@ -343,8 +333,8 @@ def _paper_bucket(
     r = torch.sqrt(csum / n_t)
 
     # Update coefficient: p += base · U, U = X/(r + eps_rms); base = −lr·s(·brake)(·finite).
-    base = torch.tensor(scales, dtype=acc, device=device).neg_()
-    base = base * (lr.to(device=device, dtype=acc).reshape(()) if isinstance(lr, Tensor) else lr)
+    base = _vector(scales, acc, device).neg_()
+    base = base * (_scalar(lr, acc, device) if isinstance(lr, Tensor) else lr)
     if brake == "rms":
         base = base * _brake_factors(Gc, inv, n_t, keys, brake_temperature, foreach)
     if skip:
@@ -353,7 +343,7 @@ def _paper_bucket(
     if weight_decay != 0.0:
         decay = 1.0 - lr * weight_decay
         if isinstance(decay, Tensor):
-            decay_t = decay.to(device=device, dtype=acc).reshape(()).expand(len(ps))
+            decay_t = torch.ones((len(ps),), dtype=acc, device=device) * _scalar(decay, acc, device)
         else:
             decay_t = torch.full((len(ps),), decay, dtype=acc, device=device)
         if skip:
@@ -368,7 +358,7 @@ def _paper_bucket(
     else:
         # Folded: U = Gc · inv/(r + eps_rms), one fused multiply-add per parameter.
         _addcmul_(ps, Gc, (base * inv / (r + eps_rms)).unbind(0), foreach)
-    _count_(counters, finite)
+    _count_nonfinite_(counters, finite)
 
 
 def _brake_factors(
@@ -422,6 +412,8 @@ def _repo_bucket(
     gs = [_local(g) for g in grads]
     ms = [_local(m) for m in bufs]
     beta = momentum
+    if isinstance(lr, Tensor):
+        lr = lr.reshape(())  # a 1-element tensor: a 0-D operand (valid on any device if on CPU)
     if maximize:
         gs = _neg(gs, foreach)
     new_p = [
@@ -450,9 +442,7 @@ def _repo_bucket(
     if any(k is not None for k in keys):
         c = torch.stack([torch.cosh(x).pow(2).sum() for x in X])
         c = _all_reduce_by_key(c, keys, "sum")
-        r_list = list(
-            torch.sqrt(c / torch.tensor(numels, dtype=c.dtype, device=c.device)).unbind(0)
-        )
+        r_list = list(torch.sqrt(c / _vector(numels, c.dtype, c.device)).unbind(0))
     else:
         r_list = [torch.sqrt(torch.cosh(x).pow(2).mean()) for x in X]
     for i, (x, ri) in enumerate(zip(G, r_list, strict=True)):
@@ -463,4 +453,4 @@ def _repo_bucket(
             torch.where(finite[i], new_m[i], ms[i], out=ms[i])
         else:
             ps[i].copy_(stepped)
-    _count_(counters, finite)
+    _count_nonfinite_(counters, finite)

@@ -1,21 +1,24 @@
 """Parameter grouping: hidden matrices for AuON/Muon, everything else for AdamW.
 
 Embeddings (and weights tied to them), output heads, norms, biases and other vectors/scalars do not
-belong to a matrix optimiser; :func:`param_groups` splits a model accordingly and
-:func:`build_optimizers` returns ready optimisers.
+belong to a matrix optimiser; :func:`matrix_param_groups` splits a model accordingly and
+:func:`build_optimizers` returns ready optimisers. ``param_groups`` is its deprecated old name (it
+clashed with ``aion_torch.param_groups``, which has another contract).
 """
 
 from __future__ import annotations
 
 import fnmatch
-from collections.abc import Sequence
-from typing import Any, Literal
+import functools
+import warnings
+from collections.abc import Callable, Sequence
+from typing import Any, Literal, ParamSpec, TypeVar
 
 import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-__all__ = ["build_optimizers", "param_groups"]
+__all__ = ["build_optimizers", "matrix_param_groups", "param_groups"]
 
 _HEADS = ("lm_head", "head", "classifier", "score", "output")
 
@@ -24,7 +27,7 @@ def _matches(name: str, pattern: str) -> bool:
     return name == pattern or name.startswith(pattern + ".") or fnmatch.fnmatchcase(name, pattern)
 
 
-def param_groups(
+def matrix_param_groups(
     model: nn.Module,
     *,
     lr: float,
@@ -127,8 +130,8 @@ def build_optimizers(
         weight_decay: Matrix weight decay.
         adamw_weight_decay: AdamW weight decay of embeddings and heads.
         adamw_betas: AdamW betas.
-        head_names: See :func:`param_groups`.
-        extra_adamw: See :func:`param_groups`.
+        head_names: See :func:`matrix_param_groups`.
+        extra_adamw: See :func:`matrix_param_groups`.
         **kwargs: Passed to the matrix optimiser.
 
     Returns:
@@ -137,16 +140,16 @@ def build_optimizers(
     Raises:
         ValueError: Unknown ``kind`` or no matrix parameter.
     """
+    from auon.auon_optimizer import AuON
     from auon.hybrid import HybridAuON
     from auon.muon import Muon
-    from auon.optimizer import AuON
 
     classes: dict[str, type[Optimizer]] = {"auon": AuON, "hybrid": HybridAuON, "muon": Muon}
     if kind not in (*classes, "adamw"):
         raise ValueError(f"kind must be one of ['auon', 'hybrid', 'muon', 'adamw'], got {kind!r}")
     defaults = {"auon": 0.24, "hybrid": 0.24, "muon": 0.02, "adamw": adamw_lr}
     matrix_lr = defaults[kind] if lr is None else lr
-    mats, others = param_groups(
+    mats, others = matrix_param_groups(
         model,
         lr=matrix_lr,
         adamw_lr=adamw_lr,
@@ -165,3 +168,28 @@ def build_optimizers(
     if others:
         opts.append(torch.optim.AdamW(others, lr=adamw_lr, betas=adamw_betas))
     return opts
+
+
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _deprecated_alias(fn: Callable[_P, _R], old: str) -> Callable[_P, _R]:
+    """``fn`` under its old name ``old``, warning (``DeprecationWarning``) at every call."""
+    new = f"auon.{fn.__name__}"
+
+    @functools.wraps(fn)
+    def alias(*args: _P.args, **kwargs: _P.kwargs) -> _R:
+        warnings.warn(
+            f"auon.{old} is deprecated; use {new} (same arguments, same result)",
+            DeprecationWarning,
+            stacklevel=2,
+        )
+        return fn(*args, **kwargs)
+
+    alias.__name__ = alias.__qualname__ = old
+    alias.__doc__ = f"Deprecated alias of :func:`{new}`; warns at every call."
+    return alias
+
+
+param_groups = _deprecated_alias(matrix_param_groups, "param_groups")

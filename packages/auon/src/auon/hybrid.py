@@ -9,59 +9,33 @@ NS step: it is not linear time.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
-import torch
 from torch import Tensor
 
-from auon._common import (
-    _check_bool,
-    _check_choice,
-    _check_float,
+from auon._base import ParamsT, _ValidatedOptimizer
+from auon._orth_step import _orth_group_step
+from auon._validation import (
+    _MUON_ADJUST_LR_FNS,
+    _check_momentum_group,
     _check_ns,
-    _check_param,
-    _collect_group,
-    _cpu_workspace,
-    _lr_value,
-    _muon_scale,
-    _ValidatedOptimizer,
+    _check_variant,
 )
-from auon._orth_step import _hybrid_repo_step, _orth_step
-from auon.optimizer import ParamsT
 
 __all__ = ["HybridAuON"]
 
 
 def _validate_hybrid_group(group: dict[str, Any]) -> None:
-    group["lr"] = _lr_value(group["lr"])
-    _check_float(group["momentum"], "momentum", low=0.0, high=1.0)
-    _check_float(group["weight_decay"], "weight_decay", low=0.0)
-    _check_choice(group["variant"], "variant", ("paper", "repo"))
-    paper = group["variant"] == "paper"
-    if group["gamma"] is None:
-        group["gamma"] = 1.0 if paper else 1.5
-    if group["ns_steps"] is None:
-        group["ns_steps"] = 1 if paper else 5
-    _check_float(group["gamma"], "gamma", low=0.0, low_open=True)
+    paper = _check_variant(group, {"gamma": (1.0, 1.5), "ns_steps": (1, 5)})
     _check_ns(group["ns_steps"])
-    _check_float(group["eps"], "eps", low=0.0, low_open=True)
-    _check_float(group["eps_rms"], "eps_rms", low=0.0)
-    _check_choice(
-        group["adjust_lr_fn"], "adjust_lr_fn", (None, "original", "unit", "match_rms_adamw")
+    _check_momentum_group(
+        group,
+        f"HybridAuON(variant={group['variant']!r})",
+        adjust_lr_fns=_MUON_ADJUST_LR_FNS,
+        flags=("flatten",),
+        eps_open=True,
+        min_ndim=2 if paper else 0,
     )
-    _check_choice(group["nonfinite"], "nonfinite", ("skip", "propagate"))
-    for flag in ("nesterov", "flatten", "maximize"):
-        _check_bool(group[flag], flag)
-    if group["foreach"] is not None:
-        _check_bool(group["foreach"], "foreach")
-    if not paper and group["adjust_lr_fn"] is not None:
-        raise ValueError(
-            f"adjust_lr_fn must be None with variant='repo', got {group['adjust_lr_fn']!r}"
-        )
-    for p in group["params"]:
-        _check_param(p, f"HybridAuON(variant={group['variant']!r})", min_ndim=2 if paper else 0)
 
 
 class HybridAuON(_ValidatedOptimizer):
@@ -140,61 +114,10 @@ class HybridAuON(_ValidatedOptimizer):
             "maximize": maximize,
             "foreach": foreach,
         }
-        _validate_hybrid_group({**defaults, "params": []})
-        super().__init__(cast(Any, params), defaults)
+        super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         _validate_hybrid_group(group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimisation step; returns the closure's loss or ``None``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, bufs, counters, wd_muls = _collect_group(self.state, group, "HybridAuON")
-            if not params:
-                continue
-            skip = group["nonfinite"] == "skip"
-            if group["variant"] == "repo":
-                _hybrid_repo_step(
-                    params,
-                    grads,
-                    bufs,
-                    counters,
-                    lr=group["lr"],
-                    momentum=group["momentum"],
-                    weight_decay=group["weight_decay"],
-                    wd_muls=wd_muls,
-                    ns_steps=group["ns_steps"],
-                    gamma=group["gamma"],
-                    eps=group["eps"],
-                    eps_rms=group["eps_rms"],
-                    skip=skip,
-                    maximize=group["maximize"],
-                )
-            else:
-                _orth_step(
-                    params,
-                    grads,
-                    bufs,
-                    counters,
-                    lr=group["lr"],
-                    momentum=group["momentum"],
-                    nesterov=group["nesterov"],
-                    weight_decay=group["weight_decay"],
-                    ns_steps=group["ns_steps"],
-                    ns_coefficients=group["ns_coefficients"],
-                    ns_eps=group["eps"],
-                    flatten=group["flatten"],
-                    scale_fn=partial(_muon_scale, adjust_lr_fn=group["adjust_lr_fn"]),
-                    gamma=group["gamma"],
-                    eps_rms=group["eps_rms"],
-                    skip=skip,
-                    maximize=group["maximize"],
-                    foreach=group["foreach"],
-                    workspace=_cpu_workspace(self, params, None),
-                )
-        return loss
+    def _group_step(self, group: dict[str, Any]) -> None:
+        _orth_group_step(self, group, "HybridAuON")

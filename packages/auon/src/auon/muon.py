@@ -8,29 +8,15 @@ package's ``Muon`` (lr 0.02, weight decay 0.01), not torch's (1e-3, 0.1).
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from functools import partial
-from typing import TYPE_CHECKING, Any, Literal, cast
+from typing import TYPE_CHECKING, Any, Literal
 
-import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from auon._common import (
-    _check_bool,
-    _check_choice,
-    _check_float,
-    _check_ns,
-    _check_param,
-    _collect_group,
-    _cpu_workspace,
-    _is_dtensor,
-    _lr_value,
-    _muon_scale,
-    _ValidatedOptimizer,
-)
-from auon._orth_step import _orth_step
-from auon.optimizer import ParamsT
+from auon._base import ParamsT, _ValidatedOptimizer
+from auon._dtensor import _is_dtensor
+from auon._orth_step import _orth_group_step
+from auon._validation import _MUON_ADJUST_LR_FNS, _check_bool, _check_momentum_group, _check_ns
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -39,21 +25,15 @@ __all__ = ["Muon"]
 
 
 def _validate_muon_group(group: dict[str, Any]) -> None:
-    group["lr"] = _lr_value(group["lr"])
-    _check_float(group["momentum"], "momentum", low=0.0, high=1.0)
-    _check_float(group["weight_decay"], "weight_decay", low=0.0)
     _check_ns(group["ns_steps"])
-    _check_float(group["eps"], "eps", low=0.0)
-    _check_choice(
-        group["adjust_lr_fn"], "adjust_lr_fn", (None, "original", "unit", "match_rms_adamw")
+    _check_momentum_group(
+        group,
+        "Muon",
+        adjust_lr_fns=_MUON_ADJUST_LR_FNS,
+        flags=("flatten",),
+        eps_open=False,
+        min_ndim=2,
     )
-    _check_choice(group["nonfinite"], "nonfinite", ("skip", "propagate"))
-    for flag in ("nesterov", "flatten", "maximize"):
-        _check_bool(group[flag], flag)
-    if group["foreach"] is not None:
-        _check_bool(group["foreach"], "foreach")
-    for p in group["params"]:
-        _check_param(p, "Muon", min_ndim=2)
 
 
 class Muon(_ValidatedOptimizer):
@@ -129,14 +109,16 @@ class Muon(_ValidatedOptimizer):
             "maximize": maximize,
             "foreach": foreach,
         }
-        _validate_muon_group({**defaults, "params": []})
         _check_bool(split_across_ranks, "split_across_ranks")
         self.split_across_ranks = split_across_ranks
         self.process_group = process_group
-        super().__init__(cast(Any, params), defaults)
+        super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         _validate_muon_group(group)
+
+    def _group_step(self, group: dict[str, Any]) -> None:
+        _orth_group_step(self, group, "Muon", split_group=self._split_group)
 
     def __getstate__(self) -> dict[str, Any]:
         # Keep the split flag through pickling and deepcopy; a process group cannot travel, so a
@@ -158,38 +140,3 @@ class Muon(_ValidatedOptimizer):
             return None
         group = getattr(self, "process_group", None) or dist.group.WORLD
         return group if dist.get_world_size(group) > 1 else None
-
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimisation step; returns the closure's loss or ``None``."""
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params, grads, bufs, counters, _ = _collect_group(self.state, group, "Muon")
-            if not params:
-                continue
-            _orth_step(
-                params,
-                grads,
-                bufs,
-                counters,
-                lr=group["lr"],
-                momentum=group["momentum"],
-                nesterov=group["nesterov"],
-                weight_decay=group["weight_decay"],
-                ns_steps=group["ns_steps"],
-                ns_coefficients=group["ns_coefficients"],
-                ns_eps=group["eps"],
-                flatten=group["flatten"],
-                scale_fn=partial(_muon_scale, adjust_lr_fn=group["adjust_lr_fn"]),
-                gamma=None,
-                eps_rms=0.0,
-                skip=group["nonfinite"] == "skip",
-                maximize=group["maximize"],
-                foreach=group["foreach"],
-                workspace=_cpu_workspace(self, params, None),
-                split_group=self._split_group(params),
-            )
-        return loss

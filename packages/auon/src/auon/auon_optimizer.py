@@ -15,66 +15,15 @@ factor. Two definitions are provided:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from typing import Any, Literal, cast
+from typing import Any, Literal
 
 import torch
 from torch import Tensor
 
-from auon._common import (
-    _ADJUST_LR_FNS,
-    _check_bool,
-    _check_choice,
-    _check_float,
-    _check_param,
-    _collect_group,
-    _cpu_workspace,
-    _lr_value,
-    _ValidatedOptimizer,
-)
-from auon.functional import auon_step
+from auon._auon_group import _auon_group_step, _validate_auon_group
+from auon._base import ParamsT, _ValidatedOptimizer
 
 __all__ = ["AuON"]
-
-ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
-
-
-def _validate_auon_group(group: dict[str, Any]) -> None:
-    """Validate the hyperparameters and parameters of one AuON param group (``ValueError``)."""
-    group["lr"] = _lr_value(group["lr"])
-    _check_float(group["momentum"], "momentum", low=0.0, high=1.0)
-    _check_float(group["weight_decay"], "weight_decay", low=0.0)
-    _check_choice(group["variant"], "variant", ("paper", "repo"))
-    if group["gamma"] is None:
-        group["gamma"] = 1.0 if group["variant"] == "paper" else 1.5
-    _check_float(group["gamma"], "gamma", low=0.0, low_open=True)
-    _check_float(group["eps"], "eps", low=0.0, low_open=True)
-    _check_float(group["eps_rms"], "eps_rms", low=0.0)
-    _check_choice(group["adjust_lr_fn"], "adjust_lr_fn", _ADJUST_LR_FNS)
-    _check_choice(group["brake"], "brake", ("none", "rms"))
-    _check_float(group["brake_temperature"], "brake_temperature", low=0.0, low_open=True)
-    _check_choice(group["nonfinite"], "nonfinite", ("skip", "propagate"))
-    _check_bool(group["nesterov"], "nesterov")
-    _check_bool(group["maximize"], "maximize")
-    if group["foreach"] is not None:
-        _check_bool(group["foreach"], "foreach")
-    if (
-        not isinstance(group["compute_dtype"], torch.dtype)
-        or not group["compute_dtype"].is_floating_point
-    ):
-        raise ValueError(
-            f"compute_dtype must be a floating torch.dtype, got {group['compute_dtype']!r}"
-        )
-    if group["variant"] == "repo":
-        if group["adjust_lr_fn"] is not None:
-            raise ValueError(
-                f"adjust_lr_fn must be None with variant='repo' (no shape factor), got {group['adjust_lr_fn']!r}"
-            )
-        if group["brake"] != "none":
-            raise ValueError(f"brake must be 'none' with variant='repo', got {group['brake']!r}")
-    min_ndim = 2 if group["variant"] == "paper" else 0
-    for p in group["params"]:
-        _check_param(p, f"AuON(variant={group['variant']!r})", min_ndim=min_ndim)
 
 
 class AuON(_ValidatedOptimizer):
@@ -111,7 +60,7 @@ class AuON(_ValidatedOptimizer):
 
     Args:
         params: Parameters or param groups (any hyperparameter below may be overridden per group).
-            Paper variant: every parameter must have ``ndim ≥ 2`` (use :func:`auon.param_groups`).
+            Paper variant: every parameter must have ``ndim ≥ 2`` (use :func:`auon.matrix_param_groups`).
         lr: Learning rate (float ≥ 0 or 1-element tensor).
         momentum: ``β ∈ [0, 1]``.
         weight_decay: Decoupled weight decay ``≥ 0`` (multiplied by the unadjusted lr).
@@ -180,60 +129,10 @@ class AuON(_ValidatedOptimizer):
             "maximize": maximize,
             "foreach": foreach,
         }
-        # Validate the defaults once up front so that the error names the argument.
-        _validate_auon_group({**defaults, "params": []})
-        super().__init__(cast(Any, params), defaults)
+        super().__init__(params, defaults)
 
     def _validate_group(self, group: dict[str, Any]) -> None:
         _validate_auon_group(group)
 
-    @torch.no_grad()
-    def step(self, closure: Callable[[], float] | None = None) -> float | None:  # type: ignore[override]
-        """Perform one optimisation step.
-
-        Args:
-            closure: Optional callable that re-evaluates the model and returns the loss.
-
-        Returns:
-            The closure's loss, or ``None``.
-        """
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            _auon_group_step(self, group)
-        return loss
-
-
-def _auon_group_step(owner: torch.optim.Optimizer, group: dict[str, Any]) -> None:
-    """One AuON step on the parameters of ``group`` that have gradients (state in ``owner``).
-
-    Shared by :class:`AuON` and the AuON groups of :class:`auon.AuONWithAuxAdam`.
-    """
-    params, grads, bufs, counters, wd_muls = _collect_group(owner.state, group, "AuON")
-    if not params:
-        return
-    auon_step(
-        params,
-        grads,
-        bufs,
-        counters,
-        lr=group["lr"],
-        momentum=group["momentum"],
-        nesterov=group["nesterov"],
-        weight_decay=group["weight_decay"],
-        gamma=group["gamma"],
-        variant=group["variant"],
-        eps=group["eps"],
-        eps_rms=group["eps_rms"],
-        adjust_lr_fn=group["adjust_lr_fn"],
-        compute_dtype=group["compute_dtype"],
-        brake=group["brake"],
-        brake_temperature=group["brake_temperature"],
-        nonfinite=group["nonfinite"],
-        maximize=group["maximize"],
-        foreach=group["foreach"],
-        wd_muls=wd_muls,
-        workspace=_cpu_workspace(owner, params, group["compute_dtype"]),
-    )
+    def _group_step(self, group: dict[str, Any]) -> None:
+        _auon_group_step(self, group)
