@@ -4,11 +4,15 @@ Small pre-norm GPT (RMSNorm, untied embedding/head) on Shakespeare bytes (``--qu
 embedded pydoc corpus). Embeddings, head and vectors always use AdamW (betas (0.9, 0.95), same lr in
 every arm); only the optimiser of the hidden matrices varies. Every arm gets a learning-rate grid
 (×3 spacing around its default), 5% warm-up then linear decay to 0, the best lr is picked on the
-validation loss of seed 0, then more seeds run at that lr; same token budget for all arms.
-Also records the singular-value spread σmax/σmin of the applied updates of the middle layer.
+validation loss of a selection seed (100) that is not reported, and the reported seeds (0, 1, 2)
+then run at that lr; same token budget for all arms. When the selected lr lies on the edge of the
+grid, the grid is extended by one ×3 step on that side (up to ``--max-extend`` times) until the
+optimum is interior; the JSON and markdown record the final grid and whether it is interior.
+Paired differences use Student-t 95% intervals over the reported seeds. Also records the
+singular-value spread σmax/σmin of the applied updates of the middle layer.
 
-    uv run python -m benchmarks.bench_auon_quality           # default (≈10 min on 2 cores)
-    uv run python -m benchmarks.bench_auon_quality --quick   # ≈1 min smoke run
+    uv run python -m benchmarks.bench_auon_quality --threads 1   # default (≈15 min)
+    uv run python -m benchmarks.bench_auon_quality --quick       # ≈1 min smoke run
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from benchmarks.harness import (
     bits_per_byte,
     common_parser,
     corpus_for_args,
+    downsample,
     estimate_loss,
     markdown_table,
     mean_std,
@@ -40,6 +45,11 @@ from benchmarks.harness import (
 )
 
 _ADAMW_LR = 3e-3
+_SELECTION_SEED = 100
+_FINAL_ITERS = 16  # validation batches at the end of a run
+_CURVE_ITERS = 4  # validation batches at the intermediate points of a plotted run
+# the comparisons the documentation discusses, besides "vs Muon" and "vs normalised SGD"
+_EXTRA_PAIRS = (("hybrid_1step", "adamw"), ("auon_repo", "sgd_nesterov"))
 
 
 class _EMANesterov(Optimizer):
@@ -159,7 +169,10 @@ def _run(
     device: torch.device,
     spectra_at: tuple[int, ...],
     progress: bool,
+    *,
+    traces: bool,
 ) -> dict[str, Any]:
+    """One training run; ``traces`` keeps the (downsampled) curves and spectra for the plots."""
     seed_everything(seed)
     model = GPT(cfg).to(device)
     opt = _build(model, arm, lr)
@@ -171,8 +184,27 @@ def _run(
     }
     prev: dict[str, Tensor] = {}
     spectra: list[dict[str, Any]] = []
+    eval_every = max(1, steps // 10)
+    val_curve: list[tuple[int, float]] = []
+    eval_seconds = [0.0]
 
     def on_step(step: int, loss: Tensor, grad_norm: Tensor, m: nn.Module) -> None:
+        # called before the update of ``step``: the model has had ``step`` updates
+        if not traces:
+            return
+        if step > 0 and step % eval_every == 0:
+            e0 = time.perf_counter()
+            v = estimate_loss(
+                model,
+                corpus.val,
+                batch_size=32,
+                seq_len=cfg.seq_len,
+                iters=_CURVE_ITERS,
+                seed=1234,
+                device=device,
+            )
+            val_curve.append((step, bits_per_byte(v) if math.isfinite(v) else math.nan))
+            eval_seconds[0] += time.perf_counter() - e0
         if prev:  # the update applied at step - 1
             for name, w in watched.items():
                 spectra.append(
@@ -198,21 +230,39 @@ def _run(
         progress_bar=progress,
         desc=f"{arm} lr={lr:.3g} s{seed}",
     )
+    train_seconds = log.seconds - eval_seconds[0]  # the curve evaluations are not training
     val = estimate_loss(
-        model, corpus.val, batch_size=32, seq_len=cfg.seq_len, iters=16, seed=1234, device=device
+        model,
+        corpus.val,
+        batch_size=32,
+        seq_len=cfg.seq_len,
+        iters=_FINAL_ITERS,
+        seed=1234,
+        device=device,
     )
-    return {
+    bpb = bits_per_byte(val) if math.isfinite(val) else math.nan
+    tokens = steps * batch * cfg.seq_len
+    rec: dict[str, Any] = {
         "arm": arm,
         "lr": lr,
         "seed": seed,
         "val_loss": val,
-        "val_bpb": bits_per_byte(val) if math.isfinite(val) else float("nan"),
+        "val_bpb": bpb,
         "crashed": log.crashed,
         "seconds": time.perf_counter() - t0,
-        "tokens": steps * batch * cfg.seq_len,
-        "losses": log.losses,
-        "spectra": spectra,
+        "train_seconds": train_seconds,
+        "tokens": tokens,
+        "tokens_per_s": tokens / train_seconds if train_seconds > 0 else math.nan,
     }
+    if traces:
+        val_curve.append((len(log.losses), bpb))
+        idx = downsample(list(range(len(log.losses))))
+        rec["train_loss_steps"] = [int(i) for i in idx]
+        rec["train_loss"] = [float(f"{log.losses[int(i)]:.5g}") for i in idx]
+        rec["val_curve_steps"] = [s for s, _ in val_curve]
+        rec["val_curve_bpb"] = [float(f"{v:.5g}") for _, v in val_curve]
+        rec["spectra"] = spectra
+    return rec
 
 
 def _smooth(xs: list[float], k: int = 10) -> list[float]:
@@ -225,10 +275,86 @@ def _smooth(xs: list[float], k: int = 10) -> list[float]:
     return out
 
 
+def _score(r: dict[str, Any]) -> float:
+    """Selection key: validation loss, a crashed or non-finite run ranks last."""
+    v = float(r["val_loss"])
+    return v if math.isfinite(v) and not r["crashed"] else math.inf
+
+
+def _tune(
+    arm: str,
+    factors: list[float],
+    max_extend: int,
+    run: Callable[[str, float, int, bool], dict[str, Any]],
+    selection_seed: int,
+) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Run the lr grid on the selection seed, extending it by ×3 at an edge optimum.
+
+    Returns the tuning records (sorted by lr) and the selection summary.
+    """
+    default = ARMS[arm][1]
+    by_factor: dict[float, dict[str, Any]] = {}
+
+    def visit(f: float) -> None:
+        if f in by_factor:
+            return
+        r = run(arm, default * f, selection_seed, False)
+        r["phase"] = "tune"
+        r["lr_factor"] = f
+        by_factor[f] = r
+        print(
+            f"{arm:15s} lr={r['lr']:.4g} selection seed {selection_seed}: "
+            f"val {r['val_bpb']:.4f} bits/byte",
+            flush=True,
+        )
+
+    for f in factors:
+        visit(f)
+    extensions: list[float] = []
+    while True:
+        fs = sorted(by_factor)
+        best_f = min(fs, key=lambda f: (_score(by_factor[f]), f))
+        at_low, at_high = best_f == fs[0], best_f == fs[-1]
+        if len(fs) < 3 or not (at_low or at_high) or len(extensions) >= max_extend:
+            break
+        if not math.isfinite(_score(by_factor[best_f])):
+            break  # every run diverged: nothing to extend towards
+        new = fs[0] / 3.0 if at_low else fs[-1] * 3.0
+        extensions.append(new)
+        visit(new)
+    fs = sorted(by_factor)
+    best_f = min(fs, key=lambda f: (_score(by_factor[f]), f))
+    interior: bool | None = None if len(fs) < 3 else fs[0] < best_f < fs[-1]
+    summary = {
+        "default_lr": default,
+        "grid_factors": fs,
+        "grid_lrs": [default * f for f in fs],
+        "initial_grid_factors": list(factors),
+        "extensions": extensions,
+        "selected_factor": best_f,
+        "selected_lr": default * best_f,
+        "interior": interior,
+        "selection_seed": selection_seed,
+    }
+    return [by_factor[f] for f in fs], summary
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = common_parser(__doc__ or "")
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--arms", default=None, help="comma-separated subset of arms")
+    parser.add_argument(
+        "--selection-seed",
+        type=int,
+        default=_SELECTION_SEED,
+        help="seed of the lr grid (not among the reported seeds 0..n-1)",
+    )
+    parser.add_argument(
+        "--max-extend",
+        type=int,
+        default=3,
+        help="at most this many ×3 extensions of an arm's grid when its optimum is on an edge",
+    )
     args = parser.parse_args(argv)
     device = setup_run(args)
     corpus = corpus_for_args(args)
@@ -255,77 +381,126 @@ def main(argv: list[str] | None = None) -> None:
     seeds = args.seeds or seeds
     if args.arms:
         arms = args.arms.split(",")
+    report_seeds = list(range(seeds))
+    tuned = len(grid) > 1
+    if tuned and args.selection_seed in report_seeds:
+        raise SystemExit(f"--selection-seed {args.selection_seed} is among the reported seeds")
     spectra_at = tuple(s for s in (10, 100, steps - 2) if s < steps - 1)
     progress = not args.no_progress
-    grid = tuple(grid)
-    records: list[dict[str, Any]] = []
-    best: dict[str, float] = {}
-    for arm in arms:
-        default = ARMS[arm][1]
-        tuning = [
-            _run(arm, default * f, 0, cfg, corpus, steps, batch, device, spectra_at, progress)
-            for f in grid
-        ]
-        for r in tuning:
-            r["phase"] = "tune"
-            print(
-                f"{arm:15s} lr={r['lr']:.4g} seed 0: val {r['val_bpb']:.4f} bits/byte", flush=True
-            )
-        ok = [r for r in tuning if math.isfinite(r["val_loss"])]
-        chosen = min(ok, key=lambda r: r["val_loss"]) if ok else tuning[0]
-        best[arm] = chosen["lr"]
-        records += tuning
-        for seed in range(1, seeds):
-            r = _run(
-                arm, chosen["lr"], seed, cfg, corpus, steps, batch, device, spectra_at, progress
-            )
-            r["phase"] = "seed"
-            print(
-                f"{arm:15s} lr={r['lr']:.4g} seed {seed}: val {r['val_bpb']:.4f} bits/byte",
-                flush=True,
-            )
-            records.append(r)
 
-    def finals(arm: str) -> list[dict[str, Any]]:
-        return sorted(
-            [
-                r
-                for r in records
-                if r["arm"] == arm
-                and r["lr"] == best[arm]
-                and (r["phase"] == "seed" or r["seed"] == 0)
-            ],
-            key=lambda r: int(r["seed"]),
+    def run(arm: str, lr: float, seed: int, traces: bool) -> dict[str, Any]:
+        return _run(
+            arm, lr, seed, cfg, corpus, steps, batch, device, spectra_at, progress, traces=traces
         )
+
+    records: list[dict[str, Any]] = []
+    selection: dict[str, dict[str, Any]] = {}
+    final: dict[str, list[dict[str, Any]]] = {}
+    for arm in arms:
+        if tuned:
+            tuning, selection[arm] = _tune(
+                arm, list(grid), args.max_extend, run, args.selection_seed
+            )
+            records += tuning
+        else:  # --quick: each arm's default lr, no selection
+            selection[arm] = {
+                "default_lr": ARMS[arm][1],
+                "grid_factors": [1.0],
+                "grid_lrs": [ARMS[arm][1]],
+                "initial_grid_factors": [1.0],
+                "extensions": [],
+                "selected_factor": 1.0,
+                "selected_lr": ARMS[arm][1],
+                "interior": None,
+                "selection_seed": None,
+            }
+        lr = selection[arm]["selected_lr"]
+        final[arm] = []
+        for seed in report_seeds:
+            r = run(arm, lr, seed, True)
+            r["phase"] = "report"
+            r["lr_factor"] = selection[arm]["selected_factor"]
+            print(
+                f"{arm:15s} lr={lr:.4g} seed {seed}: val {r['val_bpb']:.4f} bits/byte", flush=True
+            )
+            final[arm].append(r)
+            records.append(r)
 
     rows, summary = [], {}
     for arm in arms:
-        vals = [float(r["val_bpb"]) for r in finals(arm)]
+        sel = selection[arm]
+        vals = [float(r["val_bpb"]) for r in final[arm]]
         m, s = mean_std(vals)
-        summary[arm] = {"lr": best[arm], "mean_bpb": m, "std_bpb": s, "per_seed": vals}
-        lr_curve = ", ".join(
-            f"{r['lr']:.3g}: {r['val_bpb']:.3f}"
-            for r in records
-            if r["arm"] == arm and r["phase"] == "tune"
+        tps = [float(r["tokens_per_s"]) for r in final[arm]]
+        secs = [float(r["train_seconds"]) for r in final[arm]]
+        summary[arm] = {
+            **sel,
+            "mean_bpb": m,
+            "std_bpb": s,
+            "n": len(vals),
+            "seeds": [int(r["seed"]) for r in final[arm]],
+            "per_seed_bpb": vals,
+            "crashed": [bool(r["crashed"]) for r in final[arm]],
+            "mean_train_seconds": sum(secs) / len(secs),
+            "mean_tokens_per_s": sum(tps) / len(tps),
+        }
+        interior = {True: "yes", False: "**no (edge)**", None: "not tuned"}[sel["interior"]]
+        ext = ", ".join(f"×{f:.4g}" for f in sel["extensions"]) if sel["extensions"] else "none"
+        rows.append(
+            [
+                arm,
+                f"{sel['selected_lr']:.4g}",
+                interior,
+                ext,
+                f"{m:.4f} ± {s:.4f}",
+                len(vals),
+                f"{summary[arm]['mean_train_seconds']:.1f}",
+                f"{summary[arm]['mean_tokens_per_s']:,.0f}",
+            ]
         )
-        rows.append([arm, f"{best[arm]:.3g}", f"{m:.4f} ± {s:.4f}", len(vals), lr_curve])
-    diff_rows = []
+    curve_rows = [
+        [
+            arm,
+            ", ".join(
+                f"{r['lr']:.3g}: {r['val_bpb']:.4f}"
+                for r in records
+                if r["arm"] == arm and r["phase"] == "tune"
+            ),
+        ]
+        for arm in arms
+        if tuned
+    ]
+    pairs: list[tuple[str, str]] = []
     for ref in ("muon", "normalized_sgd"):
-        if ref not in arms:
+        if ref in arms:
+            pairs += [(arm, ref) for arm in arms if arm != ref]
+    pairs += [(a, b) for a, b in _EXTRA_PAIRS if a in arms and b in arms and (a, b) not in pairs]
+    diffs: list[dict[str, Any]] = []
+    diff_rows = []
+    for arm, ref in pairs:
+        a = {int(r["seed"]): float(r["val_bpb"]) for r in final[arm]}
+        b = {int(r["seed"]): float(r["val_bpb"]) for r in final[ref]}
+        common = sorted(k for k in a if k in b)
+        d = [a[k] - b[k] for k in common]
+        if not d:
             continue
-        for arm in arms:
-            if arm == ref:
-                continue
-            a = {int(r["seed"]): float(r["val_bpb"]) for r in finals(arm)}
-            b = {int(r["seed"]): float(r["val_bpb"]) for r in finals(ref)}
-            d = [a[k] - b[k] for k in sorted(a) if k in b]
-            if not d:
-                continue
-            ci = t_interval(d)
-            diff_rows.append([arm, ref, f"{ci.mean:+.4f}", f"[{ci.lo:+.4f}, {ci.hi:+.4f}] (n={ci.n})"])
+        ci = t_interval(d)
+        diffs.append(
+            {
+                "arm": arm,
+                "reference": ref,
+                "seeds": common,
+                "per_seed_diff": d,
+                **ci.as_dict(),
+                "excludes_zero": ci.excludes_zero if ci.n > 1 else None,
+            }
+        )
+        verdict = "n/a" if ci.n < 2 else ("yes" if ci.excludes_zero else "no")
+        interval = "n/a" if ci.n < 2 else f"[{ci.lo:+.4f}, {ci.hi:+.4f}]"
+        diff_rows.append([arm, ref, f"{ci.mean:+.4f}", interval, ci.n, verdict])
     spec_rows = []
     for arm in arms:
-        r0 = next(r for r in finals(arm) if int(r["seed"]) == 0)
+        r0 = final[arm][0]
         for sp in r0["spectra"]:
             spec_rows.append(
                 [
@@ -337,35 +512,73 @@ def main(argv: list[str] | None = None) -> None:
                 ]
             )
 
+    grid_text = ", ".join(f"{f:.4g}" for f in grid)
+    if tuned:
+        protocol = (
+            f"lr grid ×[{grid_text}] around each arm's default, run on selection seed "
+            f"{args.selection_seed} (not reported); an optimum on a grid edge extends the grid by "
+            f"one ×3 step on that side (at most {args.max_extend} times); the selected lr is then "
+            f"run on the reported seeds {report_seeds}."
+        )
+    else:
+        protocol = f"each arm's default lr (no tuning); seeds {report_seeds}."
     md = (
-        f"Corpus {corpus.name}; GPT d={cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, seq {cfg.seq_len}, "
-        f"batch {batch}, {steps} steps ({steps * batch * cfg.seq_len:,} tokens per run), clip 1.0, 5% warm-up + "
-        f"linear decay; embeddings/head/vectors AdamW lr {_ADAMW_LR} in every arm; lr grid ×{list(grid)} around "
-        f"each arm's default, best lr on seed 0's validation loss; {seeds} seed(s) at the best lr.\n\n"
-        "## Final validation bits/byte (lower is better)\n\n"
+        f"Corpus {corpus.name}; GPT d={cfg.d_model}, {cfg.n_layers} layers, {cfg.n_heads} heads, "
+        f"seq {cfg.seq_len}, batch {batch}, {steps} steps ({steps * batch * cfg.seq_len:,} tokens "
+        f"per run), clip 1.0, 5% warm-up + linear decay; embeddings/head/vectors AdamW lr "
+        f"{_ADAMW_LR} in every arm; {protocol} Validation: {_FINAL_ITERS} fixed batches of 32 × "
+        f"{cfg.seq_len} bytes of the validation split at the end of the schedule (the curves use "
+        f"the first {_CURVE_ITERS} of them).\n\n"
+        "## Final validation bits/byte at the selected lr (lower is better)\n\n"
         + markdown_table(
-            ["arm", "best lr", "val bits/byte mean ± std", "seeds", "lr: val bits/byte (seed 0)"],
+            [
+                "arm",
+                "selected lr",
+                "interior",
+                "grid extensions",
+                "val bits/byte mean ± std",
+                "n",
+                "train s/run",
+                "tokens/s",
+            ],
             rows,
         )
-        + "\n\n## Paired differences (arm − reference, same seeds; 95% bootstrap CI of the mean)\n\n"
-        + markdown_table(["arm", "reference", "mean diff bits/byte", "95% CI"], diff_rows)
-        + "\n\n## Update spectra, middle layer, seed 0 at the best lr (σmax/σmin over σ > 1e-6·σmax)\n\n"
+        + (
+            f"\n\n## lr curves on selection seed {args.selection_seed} "
+            "(lr: final validation bits/byte)\n\n"
+            + markdown_table(["arm", "lr: val bits/byte"], curve_rows)
+            if tuned
+            else ""
+        )
+        + "\n\n## Paired differences (arm − reference, same seeds; Student-t 95% interval, "
+        "n − 1 df)\n\n"
+        + markdown_table(
+            ["arm", "reference", "mean diff bits/byte", "95% t-interval", "n", "excludes 0"],
+            diff_rows,
+        )
+        + "\n\n## Update spectra, middle layer, seed 0 at the selected lr "
+        "(σmax/σmin over σ > 1e-6·σmax)\n\n"
         + markdown_table(["arm", "step", "matrix", "σmax/σmin", "effective rank / full"], spec_rows)
         + "\n"
     )
-    figures = _figures(arms, records, best, finals)
+    figures = _figures(arms, records, final, selection, tuned, args.selection_seed)
     config = {
         "quick": args.quick,
         "gpu": args.gpu,
         "model": cfg.__dict__,
         "steps": steps,
         "batch": batch,
-        "seeds": seeds,
+        "seeds": report_seeds,
+        "selection_seed": args.selection_seed if tuned else None,
+        "max_extend": args.max_extend,
         "lr_grid_factors": list(grid),
         "defaults": {a: ARMS[a][1] for a in arms},
         "adamw_lr_aux": _ADAMW_LR,
+        "val_iters_final": _FINAL_ITERS,
+        "val_iters_curve": _CURVE_ITERS,
         "corpus": corpus.name,
         "summary": summary,
+        "paired_differences": diffs,
     }
     path = write_results(
         "auon",
@@ -384,39 +597,81 @@ def main(argv: list[str] | None = None) -> None:
 def _figures(
     arms: list[str],
     records: list[dict[str, Any]],
-    best: dict[str, float],
-    finals: Callable[[str], list[dict[str, Any]]],
+    final: dict[str, list[dict[str, Any]]],
+    selection: dict[str, dict[str, Any]],
+    tuned: bool,
+    selection_seed: int,
 ) -> dict[str, Any]:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4))
+    fig, (ax, axt) = plt.subplots(1, 2, figsize=(12, 4.2))
+    finite: list[float] = []
+    train_finite: list[float] = []
     for arm in arms:
-        runs = finals(arm)
-        n = min(len(r["losses"]) for r in runs)
-        mean = [sum(r["losses"][i] for r in runs) / len(runs) for i in range(n)]
-        ax.plot(
-            [bits_per_byte(v) for v in _smooth(mean)], label=f"{arm} (lr {best[arm]:.3g})", lw=1
+        runs = final[arm]
+        lr = selection[arm]["selected_lr"]
+        n = min(len(r["val_curve_bpb"]) for r in runs)
+        steps_ = runs[0]["val_curve_steps"][:n]
+        mean = [sum(r["val_curve_bpb"][i] for r in runs) / len(runs) for i in range(n)]
+        finite += [v for v in mean if math.isfinite(v)]
+        (line,) = ax.plot(steps_, mean, "o-", ms=3, lw=1, label=f"{arm} (lr {lr:.3g})")
+        m = min(len(r["train_loss"]) for r in runs)
+        tr = [bits_per_byte(sum(r["train_loss"][i] for r in runs) / len(runs)) for i in range(m)]
+        tr = _smooth(tr, 5)
+        train_finite += [v for v in tr if math.isfinite(v)]
+        axt.plot(
+            runs[0]["train_loss_steps"][:m],
+            tr,
+            lw=1,
+            color=line.get_color(),
+            label=arm,
         )
+    n_seeds = len(next(iter(final.values())))
+    ax.set_title(f"Validation bits/byte at the selected lr (mean of {n_seeds} seeds)")
     ax.set_xlabel("step")
-    ax.set_ylabel("train bits/byte (10-step mean, seed mean)")
-    ax.set_ylim(top=6)
+    ax.set_ylabel("validation bits/byte")
+    if finite:
+        ax.set_ylim(min(finite) - 0.05, min(max(finite), min(finite) + 2.5) + 0.05)
     ax.legend(fontsize=7)
+    axt.set_title("Training loss (same runs, 5-point moving mean)")
+    axt.set_xlabel("step")
+    axt.set_ylabel("train bits/byte")
+    if train_finite:
+        lo = min(train_finite)
+        axt.set_ylim(lo - 0.05, min(max(train_finite), lo + 2.5) + 0.05)
+    axt.legend(fontsize=7)
     fig.tight_layout()
-    fig2, ax2 = plt.subplots(figsize=(7, 4))
-    for arm in arms:
-        pts = sorted(
-            (r["lr"], r["val_bpb"]) for r in records if r["arm"] == arm and r["phase"] == "tune"
+    figures: dict[str, Any] = {"": fig}
+    if tuned:
+        fig2, ax2 = plt.subplots(figsize=(7, 4.2))
+        tuned_vals = [
+            float(r["val_bpb"])
+            for r in records
+            if r["phase"] == "tune" and math.isfinite(float(r["val_bpb"]))
+        ]
+        for arm in arms:
+            pts = sorted(
+                (r["lr"], r["val_bpb"]) for r in records if r["arm"] == arm and r["phase"] == "tune"
+            )
+            (line,) = ax2.plot([p[0] for p in pts], [p[1] for p in pts], "o-", ms=3, label=arm)
+            sel = selection[arm]["selected_lr"]
+            ax2.plot([sel], [dict(pts)[sel]], "*", ms=10, color=line.get_color())
+        ax2.set_xscale("log")
+        ax2.set_title(
+            f"Final validation bits/byte vs lr (selection seed {selection_seed}; ★ selected)"
         )
-        ax2.plot([p[0] / pts[len(pts) // 2][0] for p in pts], [p[1] for p in pts], "o-", label=arm)
-    ax2.set_xscale("log")
-    ax2.set_xlabel("lr / arm default")
-    ax2.set_ylabel("val bits/byte (seed 0)")
-    ax2.legend(fontsize=7)
-    fig2.tight_layout()
-    return {"": fig, "lr": fig2}
+        ax2.set_xlabel("matrix learning rate")
+        ax2.set_ylabel("validation bits/byte")
+        if tuned_vals:
+            lo = min(tuned_vals)
+            ax2.set_ylim(lo - 0.05, min(max(tuned_vals), lo + 1.2) + 0.05)
+        ax2.legend(fontsize=7)
+        fig2.tight_layout()
+        figures["lr"] = fig2
+    return figures
 
 
 if __name__ == "__main__":
