@@ -202,9 +202,7 @@ def test_bf16_module_ema_trajectory_equals_fp32() -> None:
         bf16.update_(x)
         assert torch.equal(bf16.value, fp32.value)  # the same fp32 lerp on the same input
     # closed form 1.5 − 0.5·0.99²⁰⁰ = 1.43302…; 200 fp32 lerps stay within a few ulps of it
-    torch.testing.assert_close(
-        fp32.value, torch.tensor(1.5 - 0.5 * 0.99**200, dtype=torch.float32)
-    )
+    torch.testing.assert_close(fp32.value, torch.tensor(1.5 - 0.5 * 0.99**200, dtype=torch.float32))
 
 
 def test_keep_fp32_rule() -> None:
@@ -215,7 +213,7 @@ def test_keep_fp32_rule() -> None:
     assert keep_fp32(d, orig) is d
     i = torch.tensor([3])
     assert keep_fp32(i, i) is i
-    with pytest.raises(TypeError, match="converted must be a torch.Tensor"):
+    with pytest.raises(TypeError, match=r"converted must be a torch\.Tensor"):
         keep_fp32(1.0, orig)  # type: ignore[arg-type]
 
 

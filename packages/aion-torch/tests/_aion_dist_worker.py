@@ -7,6 +7,7 @@ process compares them with single-process computations.
 from __future__ import annotations
 
 import os
+from contextlib import nullcontext
 from typing import Any
 
 import torch
@@ -17,6 +18,9 @@ from torch.nn.parallel import DistributedDataParallel
 from aion_torch import AionBlock, AionResidual, sync_stats
 
 WORLD = 2
+# gradient accumulation: token counts T of the (1, T, 8) micro-batches, per rank, every step
+MICRO_TOKENS = ((3, 5, 2), (7, 4, 6))
+ACC_STEPS = 2
 
 
 def data(seed: int) -> dict[str, Tensor]:
@@ -32,6 +36,19 @@ def data(seed: int) -> dict[str, Tensor]:
     }
 
 
+def micro_batches(seed: int) -> dict[str, Tensor]:
+    """``acc{step}.{rank}.{micro}.x``/``.t``: the micro-batches of the accumulation scenario."""
+    g = torch.Generator().manual_seed(seed)
+    out: dict[str, Tensor] = {}
+    for step in range(ACC_STEPS):
+        for rank, counts in enumerate(MICRO_TOKENS):
+            for micro, n in enumerate(counts):
+                key = f"acc{step}.{rank}.{micro}"
+                out[f"{key}.x"] = (1.0 + rank + micro) * torch.randn(1, n, 8, generator=g)
+                out[f"{key}.t"] = torch.randn(1, n, 8, generator=g)
+    return out
+
+
 def make_model(sync: str) -> nn.Sequential:
     """Small model for the DDP scenario; the same seed gives the same weights everywhere."""
     torch.manual_seed(0)
@@ -40,6 +57,60 @@ def make_model(sync: str) -> nn.Sequential:
         AionBlock(nn.Linear(8, 8), 8, sync_stats=sync, ema_gamma=0.9),
         nn.Linear(8, 8),
     )
+
+
+def _ddp_accumulation(rank: int, use_no_sync: bool, out: dict[str, Tensor]) -> None:
+    """Deferred statistics under DDP (broadcast_buffers=True) with 3 forwards per reduction."""
+    d = micro_batches(1)
+    model = make_model("deferred")
+    ddp = DistributedDataParallel(model)  # default broadcast_buffers=True
+    opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
+    tag = "nosync" if use_no_sync else "sync"
+    n_micro = len(MICRO_TOKENS[rank])
+    for step in range(ACC_STEPS):
+        for micro in range(n_micro):
+            last = micro == n_micro - 1
+            with ddp.no_sync() if use_no_sync and not last else nullcontext():
+                key = f"acc{step}.{rank}.{micro}"
+                loss = (ddp(d[f"{key}.x"]) - d[f"{key}.t"]).pow(2).mean()
+                loss.backward()
+        sync_stats(model)
+        opt.step()
+        opt.zero_grad()
+        for i in range(2):
+            out[f"{tag}{step}.ratio_ema{i}"] = model[i].aion.ratio_ema.clone()
+    for k, v in model.named_parameters():
+        out[f"{tag}.{k}"] = v.detach().clone()
+
+
+def _fsdp2_training(rank: int, out: dict[str, Tensor]) -> None:
+    """FSDP2 (fully_shard per block and at the root) with allreduce statistics and AdamW."""
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+    from torch.distributed.tensor import DTensor
+
+    d = data(0)
+    mesh = init_device_mesh("cpu", (WORLD,))
+    model = make_model("allreduce")
+    for block in model[:2]:
+        fully_shard(block, mesh=mesh)
+    fully_shard(model, mesh=mesh)
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(3):
+        xb = d["train_x"][step].chunk(WORLD)[rank]
+        tb = d["train_t"][step].chunk(WORLD)[rank]
+        loss = (model(xb) - tb).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    for k, v in model.named_parameters():
+        assert isinstance(v, DTensor), k
+        out[f"fsdp.{k}"] = v.full_tensor().detach().clone()
+    for k, b in model.named_buffers():
+        out[f"fsdp.{k}"] = b.clone()
+    sd = model.state_dict()
+    out["fsdp_state_alpha0_shape"] = torch.tensor(sd["0.aion.alpha0"].shape)
+    out["fsdp_state_alpha0_is_dtensor"] = torch.tensor(isinstance(sd["0.aion.alpha0"], DTensor))
 
 
 def _count_collectives() -> tuple[dict[str, int], Any]:
@@ -118,6 +189,10 @@ def run(rank: int, out_dir: str, port: int) -> None:
             opt.zero_grad()
         for k, v in model.state_dict().items():
             out[f"ddp.{k}"] = v.clone()
+
+        _ddp_accumulation(rank, False, out)
+        _ddp_accumulation(rank, True, out)
+        _fsdp2_training(rank, out)
         torch.save(out, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

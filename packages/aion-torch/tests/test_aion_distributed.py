@@ -1,4 +1,4 @@
-"""Two-process gloo tests: allreduce, reference AVG, deferred statistics and DDP training.
+"""Two-process gloo tests: allreduce, reference AVG, deferred statistics, DDP and FSDP2 training.
 
 One spawn (2 ranks on loopback) runs every scenario of ``_aion_dist_worker.py``; the tests compare
 its saved tensors with single-process computations on the concatenated data.
@@ -15,7 +15,7 @@ import torch
 import torch.multiprocessing as mp
 from torch import Tensor
 
-from aion_torch import AionResidual
+from aion_torch import AionResidual, sync_stats
 
 pytestmark = pytest.mark.distributed
 
@@ -109,3 +109,68 @@ def test_ddp_allreduce_training_equals_single_process(ranks: list[dict[str, Tens
     for k, v in model.state_dict().items():
         assert torch.equal(ranks[0][f"ddp.{k}"], ranks[1][f"ddp.{k}"]), k
         torch.testing.assert_close(ranks[0][f"ddp.{k}"], v, rtol=1e-5, atol=1e-6, msg=k)
+
+
+def _single_process_accumulation() -> tuple[list[list[Tensor]], dict[str, Tensor]]:
+    """Deferred statistics over the micro-batches of both ranks, one sync per step, in one process.
+
+    The DDP gradient of a step is the rank average of the per-rank sums over micro-batches, so
+    each rank's micro-batch loss enters with weight 1/2.
+    """
+    import _aion_dist_worker as worker
+
+    d = worker.micro_batches(1)
+    model = worker.make_model("deferred")
+    opt = torch.optim.SGD(model.parameters(), lr=0.1)
+    emas: list[list[Tensor]] = []
+    for step in range(worker.ACC_STEPS):
+        for rank, counts in enumerate(worker.MICRO_TOKENS):
+            for micro in range(len(counts)):
+                key = f"acc{step}.{rank}.{micro}"
+                loss = (model(d[f"{key}.x"]) - d[f"{key}.t"]).pow(2).mean()
+                (loss / worker.WORLD).backward()
+        sync_stats(model)  # local: the token-weighted mean over all 6 micro-batches
+        opt.step()
+        opt.zero_grad()
+        emas.append([model[i].aion.ratio_ema.clone() for i in range(2)])
+    return emas, {k: v.detach().clone() for k, v in model.named_parameters()}
+
+
+@pytest.mark.parametrize("tag", ["sync", "nosync"])
+def test_ddp_deferred_gradient_accumulation_is_token_weighted(
+    ranks: list[dict[str, Tensor]], tag: str
+) -> None:
+    """3 forwards per reduction, with and without ``no_sync()``, under ``broadcast_buffers=True``.
+
+    DDP broadcasts rank 0's buffers before every forward; ``pending`` must not be one of them.
+    """
+    emas, params = _single_process_accumulation()
+    for step, expected in enumerate(emas):
+        for i, e in enumerate(expected):
+            key = f"{tag}{step}.ratio_ema{i}"
+            assert torch.equal(ranks[0][key], ranks[1][key]), key
+            torch.testing.assert_close(ranks[0][key], e, msg=key)
+    for k, v in params.items():
+        assert torch.equal(ranks[0][f"{tag}.{k}"], ranks[1][f"{tag}.{k}"]), k
+        torch.testing.assert_close(ranks[0][f"{tag}.{k}"], v, msg=k)
+
+
+def test_fsdp2_allreduce_training_equals_single_process(ranks: list[dict[str, Tensor]]) -> None:
+    """``fully_shard`` accepts the (1,) scalars; 3 AdamW steps equal the concatenated batch."""
+    import _aion_dist_worker as worker
+
+    d = _worker_data()
+    model = worker.make_model("allreduce")
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    for step in range(3):
+        loss = (model(d["train_x"][step]) - d["train_t"][step]).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
+    for k, v in [*model.named_parameters(), *model.named_buffers()]:
+        assert torch.equal(ranks[0][f"fsdp.{k}"], ranks[1][f"fsdp.{k}"]), k
+        torch.testing.assert_close(ranks[0][f"fsdp.{k}"], v.detach(), msg=k)
+    # sharded state dict: DTensor of the parameter's (1,) shape, as distributed checkpointing needs
+    for r in ranks:
+        assert bool(r["fsdp_state_alpha0_is_dtensor"])
+        assert r["fsdp_state_alpha0_shape"].tolist() == [1]

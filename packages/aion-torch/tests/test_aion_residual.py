@@ -345,7 +345,7 @@ def test_eval_alpha_uses_current_parameters() -> None:
         m.alpha0.add_(0.2)
     m.eval()
     _, stats = m(x, y, return_stats=True)
-    expected = m.alpha0.detach() / (1 + m.beta.detach() * m.ratio_ema)
+    expected = m.alpha0.detach().reshape(()) / (1 + m.beta.detach().reshape(()) * m.ratio_ema)
     torch.testing.assert_close(stats["alpha"], expected)
     assert float(stats["alpha"]) > float(m.alpha_cached)
 
@@ -356,7 +356,7 @@ def test_negative_beta_and_alpha0_are_clamped_with_straight_through_gradient() -
     with torch.no_grad():
         m.beta.fill_(-1.0)
     m(x, y).sum().backward()
-    torch.testing.assert_close(m.alpha_cached, m.alpha0.detach())  # β = −1 acts as β = 0
+    torch.testing.assert_close(m.alpha_cached, m.alpha0.detach().reshape(()))  # β = −1 as β = 0
     assert m.beta.grad is not None and float(m.beta.grad) != 0.0  # it can come back
     with torch.no_grad():
         m.alpha0.fill_(-0.5)

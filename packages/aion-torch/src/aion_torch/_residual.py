@@ -18,14 +18,15 @@ energy ``E[x²]`` (``x_norm`` when given). Two numerics are provided:
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, Literal, cast, overload
 
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from adaptnn_core import all_reduce_, ema_update_, is_initialized, masked_sum_count, mean_square
-from aion_torch._functional import energy
+from adaptnn_core import all_reduce_, ema_update_, keep_fp32, masked_sum_count, mean_square
+from aion_torch._reference import reference_forward
+from aion_torch._scalar import ScalarParamModule, scalar_parameter
 
 if TYPE_CHECKING:
     from torch.distributed import ProcessGroup
@@ -41,20 +42,7 @@ _REDUCTIONS: tuple[str, ...] = ("mean", "ratio_of_means")
 _SYNCS: tuple[str, ...] = ("none", "allreduce", "deferred")
 _PARAMS: tuple[str, ...] = ("alpha0", "beta")
 _DEFAULT_MAX_RATIO = 1e4
-
-
-class _AllReduceAvgIdentity(torch.autograd.Function):
-    """Equal-weight average over WORLD in the forward, identity in the backward (aion-torch 1.0.x)."""
-
-    @staticmethod
-    def forward(ctx: Any, t: Tensor) -> Tensor:
-        out = t.detach().clone()
-        all_reduce_(out, "avg", None)
-        return out
-
-    @staticmethod
-    def backward(ctx: Any, grad: Tensor) -> Tensor:
-        return grad
+_FP32_STATS: tuple[str, ...] = ("ratio_ema", "alpha_cached")
 
 
 def _st_clamp_min0(p: Tensor) -> Tensor:
@@ -68,7 +56,7 @@ def _st_clamp_min0(p: Tensor) -> Tensor:
     return p - p.detach().clamp(max=0.0)  # value p − min(p, 0) = max(p, 0), gradient 1
 
 
-class AionResidual(nn.Module):
+class AionResidual(ScalarParamModule):
     """Adaptive residual ``out = x + α·y`` with ``α = α0 / (1 + β·r̄)`` (AION).
 
     ``r̄`` is an EMA of the batch energy ratio ``E[y²] / (E[d²] + ε)``, ``d = x_norm`` if given else
@@ -76,8 +64,8 @@ class AionResidual(nn.Module):
     keyword-only.
 
     Args:
-        alpha0: Initial base scale α0 (> 0); a 0-dim fp32 parameter.
-        beta: Initial sensitivity β (≥ 0); a 0-dim fp32 parameter. In the default mode the
+        alpha0: Initial base scale α0 (> 0); a ``(1,)`` fp32 parameter.
+        beta: Initial sensitivity β (≥ 0); a ``(1,)`` fp32 parameter. In the default mode the
             forward uses ``max(β, 0)`` (and ``max(α0, 0)``), with a straight-through gradient.
         ema_gamma: EMA decay γ in ``[0, 1]``. γ = 1 means "no smoothing": α uses the batch
             statistic (in the default mode ``ratio_ema`` then stores the last statistic).
@@ -97,13 +85,20 @@ class AionResidual(nn.Module):
         trainable: Names among ``("alpha0", "beta")`` that require grad; the others are frozen.
 
     Attributes:
-        alpha0, beta: 0-dim fp32 parameters.
+        alpha0, beta: ``(1,)`` fp32 parameters (FSDP2 shards no 0-dim parameter), saved in and
+            loaded from ``state_dict`` as 0-dim tensors like aion-torch 1.0.x (see
+            :mod:`aion_torch._scalar`).
         ratio_ema: fp32 0-dim buffer (init 1.0), persistent.
         step_count: int32 0-dim buffer, training forwards counted, persistent.
         alpha_cached: fp32 0-dim buffer, α of the last training forward (detached), persistent.
         num_skipped: int64 0-dim buffer, non-finite statistics skipped (not persistent).
-        pending: fp32 ``(2,)`` buffer, (ratio sum, token count) awaiting ``sync_stats``
-            (not persistent).
+        pending: fp32 ``(2,)`` tensor, (ratio sum, token count) awaiting ``sync_stats``; not a
+            buffer (see :attr:`pending`), not in ``state_dict``.
+
+    ``ratio_ema``, ``alpha_cached`` and ``pending`` stay fp32 when the module is cast to fp16 or
+    bf16 (``.half()``, ``.bfloat16()``, ``.to(dtype)``): a bf16 EMA stalls. Device moves apply to
+    them and ``.double()`` upgrades them to float64; ``step_count`` and ``num_skipped`` keep their
+    integer dtypes.
 
     Raises:
         ValueError: an invalid value (the original messages are kept: "alpha0 must be
@@ -112,14 +107,13 @@ class AionResidual(nn.Module):
     """
 
     post_norm: ClassVar[bool] = False
+    scalar_params: ClassVar[tuple[str, ...]] = _PARAMS
 
-    alpha0: nn.Parameter
-    beta: nn.Parameter
     ratio_ema: Tensor
     step_count: Tensor
     alpha_cached: Tensor
     num_skipped: Tensor
-    pending: Tensor
+    _pending: Tensor
 
     def __init__(
         self,
@@ -202,17 +196,42 @@ class AionResidual(nn.Module):
         self.process_group = process_group
         self.trainable = tuple(n for n in _PARAMS if n in names)
 
-        self.alpha0 = nn.Parameter(
-            torch.tensor(float(alpha0), dtype=torch.float32), requires_grad="alpha0" in names
-        )
-        self.beta = nn.Parameter(
-            torch.tensor(float(beta), dtype=torch.float32), requires_grad="beta" in names
-        )
+        self.alpha0 = scalar_parameter(alpha0, requires_grad="alpha0" in names)
+        self.beta = scalar_parameter(beta, requires_grad="beta" in names)
         self.register_buffer("ratio_ema", torch.tensor(1.0, dtype=torch.float32))
         self.register_buffer("step_count", torch.tensor(0, dtype=torch.int32))
         self.register_buffer("alpha_cached", torch.tensor(float(alpha0), dtype=torch.float32))
         self.register_buffer("num_skipped", torch.tensor(0, dtype=torch.int64), persistent=False)
-        self.register_buffer("pending", torch.zeros(2, dtype=torch.float32), persistent=False)
+        # Not a registered buffer: DDP (broadcast_buffers=True, the default) broadcasts rank 0's
+        # buffers before every forward, which would overwrite this rank's accumulator between the
+        # micro-batches of one step. ``_apply`` moves it with the module; it was never persistent.
+        # (DDP's ignore list would need the wrapped model's qualified names from the user.)
+        self._pending = torch.zeros(2, dtype=torch.float32)
+
+    @property
+    def pending(self) -> Tensor:
+        """fp32 ``(2,)`` (ratio sum, token count) of deferred statistics awaiting ``sync_stats``.
+
+        A plain tensor attribute rather than a buffer, so that DDP's buffer broadcast leaves each
+        rank's own accumulator alone; it moves with ``.to()``/``.cuda()`` like a buffer and is
+        not in ``state_dict``.
+        """
+        if self._pending.device != self.ratio_ema.device:
+            # a wrapper moved only the registered tensors (FSDP2's fully_shard moves parameters
+            # and buffers, not other attributes): follow them; a metadata check, no host sync
+            self._pending = self._pending.to(self.ratio_ema.device)
+        return self._pending
+
+    def _apply(self, fn: Callable[[Tensor], Tensor], recurse: bool = True) -> AionResidual:
+        # Statistics stay at least fp32 through .half()/.bfloat16()/.to(dtype); device moves and
+        # .double() apply (adaptnn_core.keep_fp32). ``pending`` is not a buffer: moved here.
+        before = {name: getattr(self, name) for name in _FP32_STATS}
+        pending = self._pending
+        super()._apply(fn, recurse)  # type: ignore[no-untyped-call]  # torch leaves it untyped
+        for name, old in before.items():
+            setattr(self, name, keep_fp32(getattr(self, name), old))
+        self._pending = keep_fp32(fn(pending), pending)
+        return self
 
     def extra_repr(self) -> str:
         return (
@@ -343,14 +362,15 @@ class AionResidual(nn.Module):
         """
         x, y, x_norm, mask = self._check_inputs(x, y, x_norm, mask)
         if self.mode == "reference":
-            return self._forward_reference(x, y, x_norm, return_stats)
+            return reference_forward(self, x, y, x_norm, return_stats)
         if not self.training:
             return self._forward_eval(x, y, return_stats)
         return self._forward_train(x, y, x_norm, return_stats, mask)
 
     def _alpha(self, ratio_s: Tensor) -> Tensor:
-        """``max(α0, 0) / (1 + max(β, 0)·ratio_s)`` (straight-through clamps)."""
-        return _st_clamp_min0(self.alpha0) / (1.0 + _st_clamp_min0(self.beta) * ratio_s)
+        """``max(α0, 0) / (1 + max(β, 0)·ratio_s)`` (straight-through clamps), 0-dim."""
+        a0, b = self.alpha0.reshape(()), self.beta.reshape(())  # 0-dim: α keeps fp32 promotion
+        return _st_clamp_min0(a0) / (1.0 + _st_clamp_min0(b) * ratio_s)
 
     def _forward_eval(
         self, x: Tensor, y: Tensor, return_stats: bool
@@ -448,34 +468,3 @@ class AionResidual(nn.Module):
             "ratio_ema": self.ratio_ema.detach().clone(),
         }
         return out, stats
-
-    def _forward_reference(
-        self, x: Tensor, y: Tensor, x_norm: Tensor | None, return_stats: bool
-    ) -> Tensor | tuple[Tensor, dict[str, Any]]:
-        if not self.training:
-            alpha = self.alpha_cached.clone()
-            out = x + alpha * y
-            if not return_stats:
-                return out
-            return out, {"alpha": float(alpha.item()), "ratio": float(self.ratio_ema.item())}
-        d = x if x_norm is None else x_norm
-        ex = energy(d, dim=-1, keepdim=False)
-        ey = energy(y, dim=-1, keepdim=False)
-        ratio = ey / (ex + self.epsilon)
-        ratio_mean = ratio.mean()
-        if is_initialized():
-            ratio_mean = cast(Tensor, _AllReduceAvgIdentity.apply(ratio_mean))
-        if self.ema_gamma < 1.0:
-            ratio_s = self.ema_gamma * self.ratio_ema + (1.0 - self.ema_gamma) * ratio_mean
-            with torch.no_grad():
-                self.ratio_ema.copy_(ratio_s)
-        else:
-            ratio_s = ratio_mean
-        alpha = self.alpha0 / (1 + self.beta * ratio_s)
-        with torch.no_grad():
-            self.alpha_cached.copy_(alpha)
-            self.step_count.add_(1)
-        out = x + alpha * y
-        if not return_stats:
-            return out
-        return out, {"alpha": float(alpha.item()), "ratio": float(ratio_mean.item())}

@@ -14,6 +14,8 @@ from typing import ClassVar
 import torch
 from torch import Tensor, nn
 
+from aion_torch._scalar import ScalarParamModule, scalar_parameter
+
 __all__ = ["FixedScaleResidual", "LayerScaleResidual", "PlainResidual", "ReZeroResidual"]
 
 
@@ -69,25 +71,27 @@ class FixedScaleResidual(nn.Module):
         return torch.addcmul(x, self.scale.to(y.dtype), y)
 
 
-class ReZeroResidual(nn.Module):
+class ReZeroResidual(ScalarParamModule):
     """``out = x + a·y`` with a learnable scalar ``a`` (parameter ``alpha``), initialised to 0.
 
-    At initialisation the block is the identity (Bachlechner et al., 2020).
+    At initialisation the block is the identity (Bachlechner et al., 2020). ``alpha`` has shape
+    ``(1,)`` so that FSDP2 can shard it; ``state_dict`` saves and loads it 0-dim, as before.
 
     Args:
         init: Initial value of ``a``.
     """
 
     post_norm: ClassVar[bool] = False
+    scalar_params: ClassVar[tuple[str, ...]] = ("alpha",)
 
     def __init__(self, init: float = 0.0) -> None:
         super().__init__()
-        self.alpha = nn.Parameter(torch.tensor(_check_float("init", init)))
+        self.alpha = scalar_parameter(_check_float("init", init))
 
     def forward(self, x: Tensor, y: Tensor, x_norm: Tensor | None = None) -> Tensor:
         """``x + a·y`` for ``(..., D)`` inputs; ``x_norm`` is ignored."""
         _check_pair(x, y)
-        return torch.addcmul(x, self.alpha.to(y.dtype), y)
+        return torch.addcmul(x, self.alpha.reshape(()).to(y.dtype), y)
 
 
 class LayerScaleResidual(nn.Module):
