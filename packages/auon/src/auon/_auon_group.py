@@ -59,15 +59,9 @@ def _validate_auon_group(group: dict[str, Any]) -> None:
 
 def _auon_group_step(owner: torch.optim.Optimizer, group: dict[str, Any]) -> None:
     """One AuON step on the parameters of ``group`` that have gradients (state in ``owner``)."""
-    params, grads, bufs, counters, wd_muls = _collect_group(owner.state, group, "AuON")
-    if not params:
+    t = _collect_group(owner.state, group, "AuON")
+    if not t.params:
         return
-    auon_step(
-        params,
-        grads,
-        bufs,
-        counters,
-        **{key: group[key] for key in _STEP_KEYS},
-        wd_muls=wd_muls,
-        workspace=_cpu_workspace(owner, params, group["compute_dtype"]),
-    )
+    workspace = _cpu_workspace(owner, t.params, group["compute_dtype"])
+    hyper = {key: group[key] for key in _STEP_KEYS}
+    auon_step(*t[:4], wd_muls=t.wd_muls, workspace=workspace, **hyper)

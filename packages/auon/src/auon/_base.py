@@ -16,6 +16,15 @@ from torch import Tensor
 ParamsT = Iterable[Tensor] | Iterable[dict[str, Any]] | Iterable[tuple[str, Tensor]]
 
 
+def _hyperparameters(arguments: dict[str, Any]) -> dict[str, Any]:
+    """A constructor's hyperparameters: its ``locals()`` on entry less ``self`` and ``params``.
+
+    The optimisers pass ``locals()`` as their first statement, so the defaults dict is exactly
+    the signature (names and order) and is never written out a second time.
+    """
+    return {k: v for k, v in arguments.items() if k not in ("self", "params", "__class__")}
+
+
 class _ValidatedOptimizer(torch.optim.Optimizer):
     """A ``torch.optim.Optimizer`` that validates every param group as it is added.
 

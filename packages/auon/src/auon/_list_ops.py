@@ -1,7 +1,8 @@
 """Tensor-list ops that run ``torch._foreach_*`` kernels or a per-tensor loop with the same formulas.
 
 The two paths agree, so an optimiser can pick either per call (``foreach=None`` → foreach for CUDA
-tensors, as ``torch.optim``).
+tensors, as ``torch.optim``). An argument that is a list (or tuple) holds one entry per tensor;
+anything else (a float, a 0-D tensor) is shared by all of them.
 """
 
 from __future__ import annotations
@@ -13,16 +14,42 @@ import torch
 from torch import Tensor
 
 
+def _entry(arg: Any, i: int) -> Any:
+    return arg[i] if isinstance(arg, (list, tuple)) else arg
+
+
+def _foreach_args(args: tuple[Any, ...]) -> list[Any]:
+    return [list(a) if isinstance(a, (list, tuple)) else a for a in args]
+
+
+def _each(name: str, xs: list[Tensor], *args: Any, foreach: bool) -> list[Tensor]:
+    """``torch.<name>(x_i, *args_i)`` for every ``i``: one ``torch._foreach_<name>`` or a loop."""
+    if foreach:
+        return list(getattr(torch, f"_foreach_{name}")(xs, *_foreach_args(args)))
+    fn = getattr(torch, name)
+    return [fn(x, *(_entry(a, i) for a in args)) for i, x in enumerate(xs)]
+
+
+def _each_(name: str, xs: list[Tensor], *args: Any, foreach: bool) -> None:
+    """``x_i.<name>_(*args_i)`` in place for every ``i``: one ``torch._foreach_<name>_`` or a loop."""
+    if foreach:
+        getattr(torch, f"_foreach_{name}_")(xs, *_foreach_args(args))
+        return
+    for i, x in enumerate(xs):
+        getattr(x, f"{name}_")(*(_entry(a, i) for a in args))
+
+
 def _neg(xs: list[Tensor], foreach: bool) -> list[Tensor]:
-    return list(torch._foreach_neg(xs)) if foreach else [torch.neg(x) for x in xs]
+    return _each("neg", xs, foreach=foreach)
 
 
 def _lerp(a: list[Tensor], b: list[Tensor], w: float, foreach: bool) -> list[Tensor]:
-    return (
-        list(torch._foreach_lerp(a, b, w))
-        if foreach
-        else [torch.lerp(x, y, w) for x, y in zip(a, b, strict=True)]
-    )
+    return _each("lerp", a, b, w, foreach=foreach)
+
+
+def _mul(xs: list[Tensor], cs: Sequence[Tensor], foreach: bool) -> list[Tensor]:
+    """``x_i * c_i`` with 0-D tensors ``c_i``."""
+    return _each("mul", xs, cs, foreach=foreach)
 
 
 def _lerp_into(
@@ -48,23 +75,6 @@ def _sums(xs: list[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.stack([x.sum(dtype=dtype) for x in xs])
 
 
-def _lerp_(a: list[Tensor], b: list[Tensor], w: float, foreach: bool) -> None:
-    if foreach:
-        torch._foreach_lerp_(a, b, w)
-    else:
-        for x, y in zip(a, b, strict=True):
-            x.lerp_(y, w)
-
-
-def _lerp_weighted_(a: list[Tensor], b: list[Tensor], ws: Sequence[Tensor], foreach: bool) -> None:
-    """``a_i ← lerp(a_i, b_i, w_i)`` with 0-D tensor weights ``w_i``."""
-    if foreach:
-        torch._foreach_lerp_(a, b, list(ws))
-    else:
-        for x, y, w in zip(a, b, ws, strict=True):
-            x.lerp_(y, w)
-
-
 def _norms(xs: list[Tensor], foreach: bool, ord: float = 2.0) -> Tensor:
     """Stacked fp32 (float64 for float64 input) vector norms, shape ``(len(xs),)``."""
     acc = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
@@ -73,36 +83,22 @@ def _norms(xs: list[Tensor], foreach: bool, ord: float = 2.0) -> Tensor:
     return torch.stack([torch.linalg.vector_norm(x, ord, dtype=acc) for x in xs])
 
 
-def _mul(xs: list[Tensor], cs: Sequence[Tensor], foreach: bool) -> list[Tensor]:
-    """``x_i * c_i`` with 0-D tensors ``c_i``."""
-    if foreach:
-        return list(torch._foreach_mul(xs, list(cs)))
-    return [x * c for x, c in zip(xs, cs, strict=True)]
+def _lerp_(a: list[Tensor], b: list[Tensor], w: float | Sequence[Tensor], foreach: bool) -> None:
+    """``a_i ← lerp(a_i, b_i, w)`` with a float or per-tensor 0-D tensor weights ``w_i``."""
+    _each_("lerp", a, b, w, foreach=foreach)
 
 
 def _mul_(xs: list[Tensor], cs: Sequence[Tensor], foreach: bool) -> None:
-    if foreach:
-        torch._foreach_mul_(xs, list(cs))
-    else:
-        for x, c in zip(xs, cs, strict=True):
-            x.mul_(c)
+    _each_("mul", xs, cs, foreach=foreach)
 
 
 def _addcmul_(ps: list[Tensor], xs: list[Tensor], cs: Sequence[Tensor], foreach: bool) -> None:
     """``p_i += x_i * c_i`` with 0-D tensors ``c_i``."""
-    if foreach:
-        torch._foreach_addcmul_(ps, xs, list(cs))
-    else:
-        for p, x, c in zip(ps, xs, cs, strict=True):
-            p.addcmul_(x, c)
+    _each_("addcmul", ps, xs, cs, foreach=foreach)
 
 
 def _unary_(xs: list[Tensor], name: str, foreach: bool) -> None:
-    if foreach:
-        getattr(torch, f"_foreach_{name}_")(xs)
-    else:
-        for x in xs:
-            getattr(x, f"{name}_")()
+    _each_(name, xs, foreach=foreach)
 
 
 def _use_foreach(foreach: bool | None, tensors: Iterable[Tensor]) -> bool:

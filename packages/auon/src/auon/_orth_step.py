@@ -29,7 +29,7 @@ from auon._list_ops import _neg, _norms, _use_foreach
 from auon._momentum import _momentum
 from auon._nonfinite import _count_nonfinite_, _keep_finite_, _zero_nonfinite_
 from auon._scales import _muon_scale
-from auon._state import _collect_group
+from auon._state import _collect_group, _GroupTensors
 from auon._workspace import _cpu_workspace
 from auon.functional import cosh_factor
 
@@ -49,8 +49,8 @@ def _orth_group_step(
     ``split_group`` maps the group's parameters to the process group that shares the
     orthogonalisation (Muon's ``split_across_ranks``), or ``None``.
     """
-    params, grads, bufs, counters, wd_muls = _collect_group(owner.state, group, name)
-    if not params:
+    tensors = _collect_group(owner.state, group, name)
+    if not tensors.params:
         return
     common: dict[str, Any] = {
         "lr": group["lr"],
@@ -62,11 +62,7 @@ def _orth_group_step(
     }
     if group.get("variant") == "repo":
         _hybrid_repo_step(
-            params,
-            grads,
-            bufs,
-            counters,
-            wd_muls=wd_muls,
+            tensors,
             gamma=group["gamma"],
             eps=group["eps"],
             eps_rms=group["eps_rms"],
@@ -74,10 +70,7 @@ def _orth_group_step(
         )
         return
     _orth_step(
-        params,
-        grads,
-        bufs,
-        counters,
+        tensors,
         nesterov=group["nesterov"],
         ns_coefficients=group["ns_coefficients"],
         ns_eps=group["eps"],
@@ -86,17 +79,14 @@ def _orth_group_step(
         gamma=group.get("gamma"),
         eps_rms=group.get("eps_rms", 0.0),
         foreach=group["foreach"],
-        workspace=_cpu_workspace(owner, params, None),
-        split_group=split_group(params) if split_group is not None else None,
+        workspace=_cpu_workspace(owner, tensors.params, None),
+        split_group=split_group(tensors.params) if split_group is not None else None,
         **common,
     )
 
 
 def _orth_step(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    bufs: Sequence[Tensor],
-    counters: Sequence[Tensor] | None,
+    tensors: _GroupTensors,
     *,
     lr: float | Tensor,
     momentum: float,
@@ -125,12 +115,11 @@ def _orth_step(
     only the parameters ``i`` with ``i % world_size == rank`` and the results are broadcast, so
     every rank applies the same update for a ``1/world_size`` share of the Newton–Schulz work.
     """
+    params, counters = tensors.params, tensors.counters
     if not params:
         return
     use_foreach = _use_foreach(foreach, (_local(p) for p in params))
-    ps = [_local(p) for p in params]
-    gs = [_local(g) for g in grads]
-    ms = [_local(m) for m in bufs]
+    ps, gs, ms = tensors.local()
     if use_foreach and len({(p.device, p.dtype) for p in ps}) > 1:
         use_foreach = False  # mixed buckets: the loop path handles them
     keys = [_reduce_key(p) for p in params]
@@ -246,15 +235,11 @@ def _split_across_ranks(
 
 
 def _hybrid_repo_step(
-    params: Sequence[Tensor],
-    grads: Sequence[Tensor],
-    bufs: Sequence[Tensor],
-    counters: Sequence[Tensor] | None,
+    tensors: _GroupTensors,
     *,
     lr: float | Tensor,
     momentum: float,
     weight_decay: float,
-    wd_muls: Sequence[float],
     ns_steps: int,
     gamma: float,
     eps: float,
@@ -271,9 +256,10 @@ def _hybrid_repo_step(
     if isinstance(lr, Tensor):
         lr = lr.reshape(())  # a 1-element tensor: a 0-D operand (valid on any device if on CPU)
     finites = []
+    params, counters, wd_muls = tensors.params, tensors.counters, tensors.wd_muls
+    ps, gs, ms = tensors.local()
     for i, p in enumerate(params):
-        local_p, m = _local(p), _local(bufs[i])
-        g = _local(grads[i])
+        local_p, m, g = ps[i], ms[i], gs[i]
         if maximize:
             g = -g
         new_p = (

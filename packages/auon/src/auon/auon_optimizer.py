@@ -21,7 +21,7 @@ import torch
 from torch import Tensor
 
 from auon._auon_group import _auon_group_step, _validate_auon_group
-from auon._base import ParamsT, _ValidatedOptimizer
+from auon._base import ParamsT, _hyperparameters, _ValidatedOptimizer
 
 __all__ = ["AuON"]
 
@@ -92,6 +92,12 @@ class AuON(_ValidatedOptimizer):
         >>> _ = opt.step()
     """
 
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _validate_auon_group(group)
+
+    def _group_step(self, group: dict[str, Any]) -> None:
+        _auon_group_step(self, group)
+
     def __init__(
         self,
         params: ParamsT,
@@ -112,27 +118,4 @@ class AuON(_ValidatedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        defaults: dict[str, Any] = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "gamma": gamma,
-            "variant": variant,
-            "nesterov": nesterov,
-            "eps": eps,
-            "eps_rms": eps_rms,
-            "adjust_lr_fn": adjust_lr_fn,
-            "compute_dtype": compute_dtype,
-            "brake": brake,
-            "brake_temperature": brake_temperature,
-            "nonfinite": nonfinite,
-            "maximize": maximize,
-            "foreach": foreach,
-        }
-        super().__init__(params, defaults)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        _validate_auon_group(group)
-
-    def _group_step(self, group: dict[str, Any]) -> None:
-        _auon_group_step(self, group)
+        super().__init__(params, _hyperparameters(locals()))

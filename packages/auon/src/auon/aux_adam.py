@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -17,6 +17,7 @@ from torch.optim.adamw import adamw
 
 from auon._auon_group import _auon_group_step, _validate_auon_group
 from auon._base import _ValidatedOptimizer
+from auon._state import _params_with_grads
 from auon._validation import _check_bool, _check_float, _lr_value
 from auon.auon_optimizer import AuON
 from auon.groups import matrix_param_groups
@@ -133,13 +134,12 @@ class AuONWithAuxAdam(_ValidatedOptimizer):
         Returns:
             The optimiser.
         """
+        decay: dict[str, Any] = {
+            "weight_decay": weight_decay,
+            "adamw_weight_decay": adamw_weight_decay,
+        }
         mats, others = matrix_param_groups(
-            model,
-            lr=lr,
-            adamw_lr=adamw_lr,
-            weight_decay=weight_decay,
-            adamw_weight_decay=adamw_weight_decay,
-            adamw_betas=adamw_betas,
+            model, lr=lr, adamw_lr=adamw_lr, adamw_betas=adamw_betas, **decay
         )
         groups = [{**g, **auon_kwargs, "use_auon": True} for g in mats]
         groups += [{**g, "use_auon": False} for g in others]
@@ -173,18 +173,14 @@ class AuONWithAuxAdam(_ValidatedOptimizer):
         exp_avgs: list[Tensor] = []
         exp_avg_sqs: list[Tensor] = []
         steps: list[Tensor] = []
-        for p in group["params"]:
-            if p.grad is None:
-                continue
-            if p.grad.is_sparse:
-                raise RuntimeError("AuONWithAuxAdam does not support sparse gradients")
+        for p in _params_with_grads(group, "AuONWithAuxAdam"):
             st = self.state[p]
             if len(st) == 0:
                 st["step"] = _step_counter(p, on_device, bool(group["fused"]))
                 st["exp_avg"] = torch.zeros_like(p, memory_format=torch.preserve_format)
                 st["exp_avg_sq"] = torch.zeros_like(p, memory_format=torch.preserve_format)
             params.append(p)
-            grads.append(p.grad)
+            grads.append(cast(Tensor, p.grad))
             exp_avgs.append(st["exp_avg"])
             exp_avg_sqs.append(st["exp_avg_sq"])
             steps.append(st["step"])

@@ -33,7 +33,6 @@ from auon._list_ops import (
     _lerp,
     _lerp_,
     _lerp_into,
-    _lerp_weighted_,
     _mul,
     _mul_,
     _mul_into,
@@ -45,6 +44,7 @@ from auon._list_ops import (
 )
 from auon._nonfinite import _count_nonfinite_, _keep_finite_, _zero_nonfinite_
 from auon._scales import _auon_scale
+from auon._state import _GroupTensors
 
 __all__ = ["auon_step", "brake_reference_rms", "cosh_factor", "rms_brake_factor"]
 
@@ -125,18 +125,18 @@ def auon_step(
     *,
     lr: float | Tensor,
     momentum: float = 0.95,
-    nesterov: bool = True,
     weight_decay: float = 0.0,
-    gamma: float = 1.0,
     variant: Literal["paper", "repo"] = "paper",
+    gamma: float = 1.0,
+    nesterov: bool = True,
     eps: float = 1e-7,
     eps_rms: float = 1e-8,
-    adjust_lr_fn: str | None = None,
     compute_dtype: torch.dtype = torch.float32,
+    adjust_lr_fn: str | None = None,
     brake: Literal["none", "rms"] = "none",
     brake_temperature: float = 3.0,
-    nonfinite: Literal["skip", "propagate"] = "skip",
     maximize: bool = False,
+    nonfinite: Literal["skip", "propagate"] = "skip",
     foreach: bool | None = None,
     wd_muls: Sequence[float] | None = None,
     workspace: Sequence[tuple[Tensor, Tensor]] | None = None,
@@ -162,19 +162,19 @@ def auon_step(
         nonfinite_steps: Optional int64 0-D counters incremented when a step is skipped.
         lr: Learning rate (float or 1-element tensor).
         momentum: ``β`` in ``[0, 1]``.
-        nesterov: Use the look-ahead ``lerp(g, m, β)`` (paper variant only; repo is always Nesterov).
         weight_decay: Decoupled decay ``λ``.
-        gamma: cosh temperature ``γ``.
         variant: ``"paper"`` or ``"repo"``.
+        gamma: cosh temperature ``γ``.
+        nesterov: Use the look-ahead ``lerp(g, m, β)`` (paper variant only; repo is always Nesterov).
         eps: Added to ``‖G‖_F``.
         eps_rms: Added to ``r``.
-        adjust_lr_fn: Shape factor rule (paper variant).
         compute_dtype: Dtype of the normalised update and the cosh (paper variant).
+        adjust_lr_fn: Shape factor rule (paper variant).
         brake: ``"none"`` or ``"rms"`` (paper variant).
         brake_temperature: ``τ`` of the brake.
+        maximize: Ascend instead of descend.
         nonfinite: ``"skip"`` leaves a parameter and its momentum unchanged when its update norm is
             not finite; ``"propagate"`` follows PyTorch (NaN spreads).
-        maximize: Ascend instead of descend.
         foreach: Use ``torch._foreach_*`` kernels; ``None`` → on for CUDA tensors.
         wd_muls: Per-parameter decay multipliers (repo variant; ``wd_mul`` attributes).
         workspace: Optional pair of preallocated buffers per parameter (shape of its local
@@ -193,53 +193,43 @@ def auon_step(
         raise ValueError(
             f"workspace must hold one buffer pair per parameter ({n}), got {len(workspace)}"
         )
+    muls = [1.0] * n if wd_muls is None else [float(w) for w in wd_muls]
+    tensors = _GroupTensors(list(params), list(grads), list(momentum_buffers), counters, muls)
     use_foreach = _use_foreach(foreach, (_local(p) for p in params))
     key_fn = (
         (lambda i: (_local(params[i]).device, params[i].dtype))
         if use_foreach
         else (lambda i: _local(params[i]).device)
     )
+    kw: dict[str, Any] = {
+        "lr": lr,
+        "momentum": momentum,
+        "weight_decay": weight_decay,
+        "gamma": gamma,
+        "eps": eps,
+        "eps_rms": eps_rms,
+        "skip": nonfinite == "skip",
+        "maximize": maximize,
+        "foreach": use_foreach,
+    }
     for idx in _buckets(n, key_fn):
-        kw: dict[str, Any] = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "gamma": gamma,
-            "eps": eps,
-            "eps_rms": eps_rms,
-            "skip": nonfinite == "skip",
-            "maximize": maximize,
-            "foreach": use_foreach,
-        }
-        ps = [params[i] for i in idx]
-        gs = [grads[i] for i in idx]
-        ms = [momentum_buffers[i] for i in idx]
-        cs = [counters[i] for i in idx] if counters is not None else None
-        ws = [workspace[i] for i in idx] if workspace is not None else None
         if variant == "repo":
-            muls = [1.0 if wd_muls is None else float(wd_muls[i]) for i in idx]
-            _repo_bucket(ps, gs, ms, cs, wd_muls=muls, **kw)
-        else:
-            _paper_bucket(
-                ps,
-                gs,
-                ms,
-                cs,
-                nesterov=nesterov,
-                adjust_lr_fn=adjust_lr_fn,
-                compute_dtype=compute_dtype,
-                brake=brake,
-                brake_temperature=brake_temperature,
-                workspace=ws,
-                **kw,
-            )
+            _repo_bucket(tensors.subset(idx), **kw)
+            continue
+        _paper_bucket(
+            tensors.subset(idx),
+            nesterov=nesterov,
+            adjust_lr_fn=adjust_lr_fn,
+            compute_dtype=compute_dtype,
+            brake=brake,
+            brake_temperature=brake_temperature,
+            workspace=[workspace[i] for i in idx] if workspace is not None else None,
+            **kw,
+        )
 
 
 def _paper_bucket(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor],
-    counters: list[Tensor] | None,
+    tensors: _GroupTensors,
     *,
     lr: float | Tensor,
     momentum: float,
@@ -257,12 +247,11 @@ def _paper_bucket(
     foreach: bool,
     workspace: list[tuple[Tensor, Tensor]] | None,
 ) -> None:
+    params, counters = tensors.params, tensors.counters
     keys = [_reduce_key(p) for p in params]
     numels = [p.numel() for p in params]  # global sizes (DTensor.numel is global)
     scales = [_auon_scale(p.shape, adjust_lr_fn) for p in params]
-    ps = [_local(p) for p in params]
-    gs = [_local(g) for g in grads]
-    ms = [_local(m) for m in bufs]
+    ps, gs, ms = tensors.local()
     device = ps[0].device
     acc = torch.float64 if compute_dtype == torch.float64 else torch.float32
 
@@ -310,7 +299,7 @@ def _paper_bucket(
             _keep_finite_(ms, m_new, flags)
         else:
             w = (1.0 / (1.0 + momentum)) if nesterov else 1.0
-            _lerp_weighted_(ms, G, (finite.to(ms[0].dtype) * w).unbind(0), foreach)
+            _lerp_(ms, G, (finite.to(ms[0].dtype) * w).unbind(0), foreach)
 
     # Phase 2: r² = mean cosh²(γX) with X = G/(‖G‖ + eps), elementwise work in compute_dtype.
     Gc = G if G[0].dtype == compute_dtype else [t.to(compute_dtype) for t in G]
@@ -388,10 +377,7 @@ def _brake_factors(
 
 
 def _repo_bucket(
-    params: list[Tensor],
-    grads: list[Tensor],
-    bufs: list[Tensor],
-    counters: list[Tensor] | None,
+    tensors: _GroupTensors,
     *,
     lr: float | Tensor,
     momentum: float,
@@ -399,18 +385,16 @@ def _repo_bucket(
     gamma: float,
     eps: float,
     eps_rms: float,
-    wd_muls: list[float],
     skip: bool,
     maximize: bool,
     foreach: bool,
 ) -> None:
     # The formulas are written op for op as the refactored repository's pseudo-code so that the
     # float32 result is bitwise reproducible; every op here is a plain (non-fused) torch op.
+    params, counters, wd_muls = tensors.params, tensors.counters, tensors.wd_muls
     keys = [_reduce_key(p) for p in params]
     numels = [p.numel() for p in params]
-    ps = [_local(p) for p in params]
-    gs = [_local(g) for g in grads]
-    ms = [_local(m) for m in bufs]
+    ps, gs, ms = tensors.local()
     beta = momentum
     if isinstance(lr, Tensor):
         lr = lr.reshape(())  # a 1-element tensor: a 0-D operand (valid on any device if on CPU)

@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from torch import Tensor
 
-from auon._base import ParamsT, _ValidatedOptimizer
+from auon._base import ParamsT, _hyperparameters, _ValidatedOptimizer
 from auon._orth_step import _orth_group_step
 from auon._validation import (
     _MUON_ADJUST_LR_FNS,
@@ -77,6 +77,12 @@ class HybridAuON(_ValidatedOptimizer):
         ValueError: A bad hyperparameter (naming it) or a parameter the variant does not accept.
     """
 
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _validate_hybrid_group(group)
+
+    def _group_step(self, group: dict[str, Any]) -> None:
+        _orth_group_step(self, group, "HybridAuON")
+
     def __init__(
         self,
         params: ParamsT,
@@ -97,27 +103,4 @@ class HybridAuON(_ValidatedOptimizer):
         maximize: bool = False,
         foreach: bool | None = None,
     ) -> None:
-        defaults: dict[str, Any] = {
-            "lr": lr,
-            "momentum": momentum,
-            "weight_decay": weight_decay,
-            "gamma": gamma,
-            "ns_steps": ns_steps,
-            "variant": variant,
-            "nesterov": nesterov,
-            "ns_coefficients": ns_coefficients,
-            "flatten": flatten,
-            "adjust_lr_fn": adjust_lr_fn,
-            "eps": eps,
-            "eps_rms": eps_rms,
-            "nonfinite": nonfinite,
-            "maximize": maximize,
-            "foreach": foreach,
-        }
-        super().__init__(params, defaults)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        _validate_hybrid_group(group)
-
-    def _group_step(self, group: dict[str, Any]) -> None:
-        _orth_group_step(self, group, "HybridAuON")
+        super().__init__(params, _hyperparameters(locals()))

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import torch.distributed as dist
 from torch import Tensor
 
-from auon._base import ParamsT, _ValidatedOptimizer
+from auon._base import ParamsT, _hyperparameters, _ValidatedOptimizer
 from auon._dtensor import _is_dtensor
 from auon._orth_step import _orth_group_step
 from auon._validation import _MUON_ADJUST_LR_FNS, _check_bool, _check_momentum_group, _check_ns
@@ -76,6 +76,12 @@ class Muon(_ValidatedOptimizer):
             ``split_across_ranks`` with DTensor parameters (at the first step).
     """
 
+    def _validate_group(self, group: dict[str, Any]) -> None:
+        _validate_muon_group(group)
+
+    def _group_step(self, group: dict[str, Any]) -> None:
+        _orth_group_step(self, group, "Muon", split_group=self._split_group)
+
     def __init__(
         self,
         params: ParamsT,
@@ -95,30 +101,12 @@ class Muon(_ValidatedOptimizer):
         split_across_ranks: bool = False,
         process_group: ProcessGroup | None = None,
     ) -> None:
-        defaults: dict[str, Any] = {
-            "lr": lr,
-            "weight_decay": weight_decay,
-            "momentum": momentum,
-            "ns_steps": ns_steps,
-            "nesterov": nesterov,
-            "ns_coefficients": ns_coefficients,
-            "eps": eps,
-            "adjust_lr_fn": adjust_lr_fn,
-            "flatten": flatten,
-            "nonfinite": nonfinite,
-            "maximize": maximize,
-            "foreach": foreach,
-        }
+        defaults = _hyperparameters(locals())
+        del defaults["split_across_ranks"], defaults["process_group"]  # not param-group options
         _check_bool(split_across_ranks, "split_across_ranks")
         self.split_across_ranks = split_across_ranks
         self.process_group = process_group
         super().__init__(params, defaults)
-
-    def _validate_group(self, group: dict[str, Any]) -> None:
-        _validate_muon_group(group)
-
-    def _group_step(self, group: dict[str, Any]) -> None:
-        _orth_group_step(self, group, "Muon", split_group=self._split_group)
 
     def __getstate__(self) -> dict[str, Any]:
         # Keep the split flag through pickling and deepcopy; a process group cannot travel, so a
