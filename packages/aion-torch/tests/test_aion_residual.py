@@ -330,11 +330,13 @@ def test_deepcopy_averaged_model_and_eval_backward() -> None:
 def test_buffers_are_updated_in_place() -> None:
     m = AionResidual(sync_stats="deferred")
     ptrs = {name: b.data_ptr() for name, b in m.named_buffers()}
+    pending_ptr = m.pending.data_ptr()  # the accumulator is not a buffer (DDP would broadcast it)
     x, y = _pair(2, 4, 8)
     for _ in range(3):
         m(x, y)
     m.eval()(x, y)
     assert ptrs == {name: b.data_ptr() for name, b in m.named_buffers()}
+    assert m.pending.data_ptr() == pending_ptr and float(m.pending[1]) == 3 * 8
 
 
 def test_eval_alpha_uses_current_parameters() -> None:
