@@ -51,4 +51,6 @@ def test_optimizer_brake_matches_factor() -> None:
     ob.step()
     factor = rms_brake_factor(g, 3.0)
     assert factor.item() < 0.01
-    torch.testing.assert_close(a.detach(), b.detach() * factor, rtol=1e-4, atol=1e-9)
+    # atol=0: braked entries lie far below the default atol (1e-5), which would pass anything;
+    # the relation holds to fp32 rounding (default rtol)
+    torch.testing.assert_close(a.detach(), b.detach() * factor, atol=0.0, rtol=1.3e-6)

@@ -83,7 +83,8 @@ def test_ddp_auon_equals_single_process(results: dict[str, dict[str, Any]]) -> N
 def test_fsdp2_muon_gathers_and_matches(results: dict[str, dict[str, Any]]) -> None:
     res = results["muon"]
     for a, b in zip(res["params"], _reference("muon"), strict=True):
-        torch.testing.assert_close(a, b, rtol=0.016, atol=1e-3)
+        # gathered (full_tensor) matrices see the same ops as a single process: the same bits
+        assert torch.equal(a, b)
 
 
 def test_ddp_muon_splits_the_orthogonalisation_and_matches(

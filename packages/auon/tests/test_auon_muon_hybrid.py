@@ -59,7 +59,8 @@ def test_muon_4d_equals_torch_muon_on_view() -> None:
         p.grad, q.grad = g, g.reshape(8, 36).clone()
         oa.step()
         ob.step()
-    torch.testing.assert_close(p.detach().reshape(8, 36), q.detach(), rtol=0.016, atol=1e-3)
+    # the (8, 36) view is what torch.optim.Muon sees: the same ops, so the same bits
+    assert torch.equal(p.detach().reshape(8, 36), q.detach())
 
 
 def test_hybrid_paper_one_step_matches_formula() -> None:
@@ -76,7 +77,7 @@ def test_hybrid_paper_one_step_matches_formula() -> None:
     X = O / torch.linalg.vector_norm(O)
     r = torch.sqrt(torch.mean(torch.cosh(X) ** 2))
     expected = p0 * (1 - 0.1 * 0.05) - 0.1 * math.sqrt(24 / 16) * O / (r + 1e-8)
-    torch.testing.assert_close(p.detach(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p.detach(), expected)
 
 
 def test_hybrid_paper_five_steps_aligns_with_muon() -> None:

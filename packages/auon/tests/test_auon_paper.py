@@ -68,7 +68,7 @@ def test_paper_matches_float64_rederivation(nesterov: bool, adjust: str | None) 
     for g in grads:
         p.grad = g
         opt.step()
-    torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p.detach(), expected.float())
 
 
 def test_rectangular_shape_factor_uses_matrix_shape() -> None:
@@ -82,7 +82,7 @@ def test_rectangular_shape_factor_uses_matrix_shape() -> None:
     for g in grads:
         p.grad = g
         opt.step()
-    torch.testing.assert_close(p.detach().double(), expected, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(p.detach(), expected.float())
 
 
 def _one_update(g: torch.Tensor, **kw: object) -> torch.Tensor:
@@ -246,7 +246,7 @@ def test_bf16_parameters() -> None:
         oref.step()
     for p, q in zip(ps, ref, strict=True):
         assert p.dtype == torch.bfloat16 and o.state[p]["momentum_buffer"].dtype == torch.bfloat16
-        torch.testing.assert_close(p.float(), q, rtol=2e-2, atol=2e-2)
+        torch.testing.assert_close(p, q.bfloat16())
 
 
 def test_closure_maximize_and_tensor_lr() -> None:
@@ -300,11 +300,12 @@ def test_skip_keeps_momentum_and_equals_propagate_when_finite(
         a.grad, b.grad = g, g.clone()
         oa.step()
         ob.step()
-    tol = {"rtol": 2e-2, "atol": 2e-2} if dtype == torch.bfloat16 else {}
-    torch.testing.assert_close(a, b, **tol)
-    torch.testing.assert_close(
-        oa.state[a]["momentum_buffer"], ob.state[b]["momentum_buffer"], **tol
-    )
+    ma, mb = oa.state[a]["momentum_buffer"], ob.state[b]["momentum_buffer"]
+    if dtype == torch.bfloat16:  # low precision keeps the direct two-lerp form: the same ops
+        assert torch.equal(a, b) and torch.equal(ma, mb)
+    else:  # fp32 "skip" forms the look-ahead as lerp(g, m, β²) in one op: rounding differs
+        torch.testing.assert_close(a, b)
+        torch.testing.assert_close(ma, mb)
     m0, a0 = oa.state[a]["momentum_buffer"].clone(), a.detach().clone()
     a.grad = torch.full((6, 6), float("inf"), dtype=dtype)
     oa.step()
