@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from aion_torch import AionBlock, AionResidual, aion_parameters, param_groups
+import aion_torch
+from aion_torch import AionBlock, AionResidual, aion_parameters, weight_decay_param_groups
 from aion_torch.residuals import (
     RESIDUAL_KINDS,
     AdminResidual,
@@ -133,7 +134,7 @@ def test_parameter_helpers() -> None:
         AionBlock(nn.Linear(8, 8), 8, residual=make_residual("aion_fixed", dim=8, num_layers=3)),
     )
     assert len(list(aion_parameters(model))) == 4
-    groups = param_groups(model, 0.1)
+    groups = weight_decay_param_groups(model, 0.1)
     assert [g["weight_decay"] for g in groups] == [0.1, 0.0]
     zero_ids = {id(p) for p in groups[1]["params"]}
     assert id(model[0].aion.alpha0) in zero_ids and id(model[1].aion.gamma) in zero_ids
@@ -143,4 +144,16 @@ def test_parameter_helpers() -> None:
     assert n_listed == sum(p.requires_grad for p in model.parameters())
     torch.optim.AdamW(groups, lr=1e-3)
     with pytest.raises(ValueError, match="weight_decay"):
-        param_groups(model, -1.0)
+        weight_decay_param_groups(model, -1.0)
+
+
+def test_param_groups_is_a_deprecated_alias() -> None:
+    """``aion_torch.param_groups`` (the old name; ``auon.param_groups`` has another contract)."""
+    model = nn.Sequential(AionBlock(nn.Linear(8, 8), 8), nn.Linear(8, 8))
+    with pytest.warns(DeprecationWarning, match=r"aion_torch\.weight_decay_param_groups") as rec:
+        old = aion_torch.param_groups(model, 0.1)
+    assert len(rec) == 1 and rec[0].filename == __file__  # attributed to the caller
+    new = weight_decay_param_groups(model, 0.1)
+    assert [g["weight_decay"] for g in old] == [g["weight_decay"] for g in new] == [0.1, 0.0]
+    for a, b in zip(old, new, strict=True):
+        assert [id(p) for p in a["params"]] == [id(p) for p in b["params"]]

@@ -8,7 +8,7 @@ scale, ReZero, LayerScale, DeepNorm, Admin) behind the same ``forward(x, y, x_no
 from aion_torch import residuals
 from aion_torch._block import AionBlock
 from aion_torch._functional import compute_alpha, energy
-from aion_torch._params import aion_parameters, param_groups
+from aion_torch._params import aion_parameters, param_groups, weight_decay_param_groups
 from aion_torch._residual import AionResidual
 from aion_torch._sync import sync_stats
 
@@ -24,4 +24,5 @@ __all__ = [
     "param_groups",
     "residuals",
     "sync_stats",
+    "weight_decay_param_groups",
 ]

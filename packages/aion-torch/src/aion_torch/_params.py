@@ -1,12 +1,15 @@
 """Parameter helpers: the AION scalars and optimiser groups that keep them out of weight decay.
 
 Weight decay pulls α0 and β (and the scalars of the peer residuals: ReZero's α, LayerScale's λ,
-Admin's ω) towards 0, which changes the method rather than regularising it; these helpers put them
-in a group with ``weight_decay=0``.
+Admin's ω) towards 0, which changes the method rather than regularising it;
+:func:`weight_decay_param_groups` puts them in a group with ``weight_decay=0``. Its former name
+``param_groups`` is a deprecated alias: ``auon.param_groups`` has the same name and another
+contract (matrices vs the rest, for two optimisers).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Iterator
 from typing import Any
 
@@ -14,7 +17,7 @@ from torch import nn
 
 from aion_torch._residual import AionResidual
 
-__all__ = ["aion_parameters", "param_groups"]
+__all__ = ["aion_parameters", "param_groups", "weight_decay_param_groups"]
 
 
 def aion_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
@@ -26,7 +29,7 @@ def aion_parameters(model: nn.Module) -> Iterator[nn.Parameter]:
         model: Any module.
 
     Yields:
-        0-dim parameters.
+        ``(1,)`` parameters.
     """
     seen: set[int] = set()
     for m in model.modules():
@@ -42,7 +45,7 @@ def _is_residual(m: nn.Module) -> bool:
     return isinstance(m, AionResidual) or isinstance(getattr(type(m), "post_norm", None), bool)
 
 
-def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def weight_decay_param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     """Optimiser groups: residual scalars at weight decay 0, everything else at ``weight_decay``.
 
     Residual modules are :class:`AionResidual` and every module whose class has a ``post_norm``
@@ -55,7 +58,8 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
 
     Returns:
         ``[{"params": [...], "weight_decay": weight_decay}, {"params": [...],
-        "weight_decay": 0.0}]`` for ``torch.optim.AdamW(param_groups(model, 0.1), lr=...)``.
+        "weight_decay": 0.0}]`` for
+        ``torch.optim.AdamW(weight_decay_param_groups(model, 0.1), lr=...)``.
 
     Raises:
         ValueError: ``weight_decay`` negative or not finite.
@@ -80,3 +84,20 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
     if zero_params:
         groups.append({"params": zero_params, "weight_decay": 0.0})
     return groups
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """Deprecated alias of :func:`weight_decay_param_groups` (same arguments and result).
+
+    Renamed because ``auon.param_groups`` shares the name with another contract.
+
+    Warns:
+        DeprecationWarning: on every call, naming :func:`weight_decay_param_groups`.
+    """
+    warnings.warn(
+        "aion_torch.param_groups is deprecated; use aion_torch.weight_decay_param_groups "
+        "(same arguments and result)",
+        DeprecationWarning,
+        stacklevel=2,
+    )
+    return weight_decay_param_groups(model, weight_decay)
