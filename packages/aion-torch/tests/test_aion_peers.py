@@ -47,7 +47,8 @@ def test_rezero_learns_from_zero() -> None:
 
 def test_deepnorm_oracles() -> None:
     res = DeepNormResidual(16, 12)
-    assert res.alpha == pytest.approx(2.21336, abs=1e-5)
+    assert res.alpha == (2 * 12) ** 0.25
+    assert res.alpha == pytest.approx(2.21336, abs=5e-6)  # the spec quotes 5 decimals
     x, y = torch.randn(2, 3, 16), torch.randn(2, 3, 16)
     torch.testing.assert_close(res(x, y), nn.functional.layer_norm(2.21336 * x + y, (16,)))
     model = nn.ModuleDict(
@@ -56,9 +57,10 @@ def test_deepnorm_oracles() -> None:
     before = {k: m.weight.detach().clone() for k, m in model.items()}  # type: ignore[union-attr]
     names = deepnorm_init_(model, 12)
     assert sorted(names) == ["fc1", "v_proj"]
-    beta = 0.319472
-    torch.testing.assert_close(model["v_proj"].weight, before["v_proj"] * beta, rtol=1e-5, atol=0)
-    torch.testing.assert_close(model["fc1"].weight, before["fc1"] * beta, rtol=1e-5, atol=0)
+    beta = (8 * 12) ** -0.25
+    assert beta == pytest.approx(0.319472, abs=5e-7)  # the spec quotes 6 digits
+    torch.testing.assert_close(model["v_proj"].weight, before["v_proj"] * beta)
+    torch.testing.assert_close(model["fc1"].weight, before["fc1"] * beta)
     assert torch.equal(model["q_proj"].weight, before["q_proj"])
     with pytest.raises(ValueError, match="matched no submodule"):
         deepnorm_init_(nn.Linear(2, 2), 12)
@@ -66,9 +68,12 @@ def test_deepnorm_oracles() -> None:
 
 def test_admin_oracles() -> None:
     logn = AdminResidual(8, 12)
-    torch.testing.assert_close(logn.omega, torch.full((8,), 2.01701), rtol=0, atol=1e-5)
+    w_logn = math.sqrt(13 / math.log(13) - 1)  # √((N+1)/ln(N+1) − 1), N = 12
+    assert w_logn == pytest.approx(2.01701, abs=5e-6)  # the spec quotes 5 decimals
+    torch.testing.assert_close(logn.omega, torch.full((8,), w_logn))
     const = AdminResidual(8, 12, output_change="O(1)")
-    torch.testing.assert_close(const.omega, torch.full((8,), 3.46410), rtol=0, atol=1e-5)
+    assert math.sqrt(12) == pytest.approx(3.46410, abs=5e-6)
+    torch.testing.assert_close(const.omega, torch.full((8,), math.sqrt(12)))
     x, y = torch.randn(2, 8), torch.randn(2, 8)
     torch.testing.assert_close(logn(x, y), nn.functional.layer_norm(logn.omega * x + y, (8,)))
     with pytest.raises(ValueError, match="output_change"):
@@ -100,10 +105,15 @@ def test_aion_block_structure_and_forward() -> None:
     assert isinstance(block.norm, nn.LayerNorm) and block.layer is layer
     assert isinstance(block.aion, AionResidual) and block.residual is block.aion
     assert float(block.aion.alpha0.detach()) == pytest.approx(0.2) and block.aion.ema_gamma == 0.5
-    x = torch.randn(2, 3, 8)
+    with torch.no_grad():  # layer(n) = 2·n: energy ratio 4 against x_norm = n (not against x)
+        layer.weight.copy_(2 * torch.eye(8))
+        layer.bias.zero_()
+    x = 3 * torch.randn(2, 3, 8) + 1
     out = block(x)
-    n = block.norm(x)
-    torch.testing.assert_close(out, x + block.aion.alpha_cached * layer(n))
+    n = nn.functional.layer_norm(x, (8,))
+    alpha = 0.2 / (1 + 0.05 * (0.5 * 1.0 + 0.5 * 4.0))  # α0 / (1 + β·(γ·1 + (1 − γ)·4))
+    torch.testing.assert_close(out, x + alpha * 2 * n)
+    torch.testing.assert_close(block.aion.alpha_cached, torch.tensor(alpha), rtol=1.3e-6, atol=0)
     assert set(block.state_dict()) >= {"aion.alpha0", "aion.ratio_ema", "norm.weight"}
     assert isinstance(AionBlock(nn.Identity(), 8, norm="rmsnorm").norm, nn.RMSNorm)
     masked = AionBlock(nn.Identity(), 8, mode="default")

@@ -18,8 +18,24 @@ MODES = ["default", "reference"]
 STATE_KEYS = {"alpha0", "beta", "ratio_ema", "step_count", "alpha_cached"}
 
 
+# α ≈ 0.1: the fp32 default atol (1e-5) would hide a 1e-4 relative error in α; compare α
+# relatively, at fp32 resolution, and only with atol where a comment says why.
+ALPHA_TOL = {"rtol": 1.3e-6, "atol": 0.0}
+
+
 def _pair(*shape: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
     return torch.randn(*shape).to(dtype), (0.3 * torch.randn(*shape)).to(dtype)
+
+
+def _ratio_pair(*shape: int, r: float) -> tuple[Tensor, Tensor]:
+    """``x`` random and ``y = √r·x``: every token has energy ratio ``r`` (up to ε/E[x²] ≈ 1e-8)."""
+    x = torch.randn(*shape)
+    return x, r**0.5 * x
+
+
+def _first_step_alpha(r: float, alpha0: float = 0.1, beta: float = 0.05) -> float:
+    """Hand-derived α of a fresh module's first training step (γ = 0.99, EMA from 1.0)."""
+    return alpha0 / (1 + beta * (0.99 + 0.01 * r))
 
 
 @contextmanager
@@ -96,10 +112,12 @@ def test_forward_errors_leave_state_untouched(mode: str) -> None:
 @pytest.mark.parametrize("shape", [(8, 16), (2, 8, 16), (2, 3, 4, 16), (2, 2, 2, 3, 16)])
 def test_shapes_2d_to_5d(mode: str, shape: tuple[int, ...]) -> None:
     m = AionResidual(mode=mode)  # type: ignore[arg-type]
-    x, y = _pair(*shape)
+    x, y = _ratio_pair(*shape, r=0.5)
     out = m(x, y)
     assert out.shape == shape
-    torch.testing.assert_close(out, x + m.alpha_cached * y)
+    alpha = _first_step_alpha(0.5)  # 0.0952608 (spec §4)
+    torch.testing.assert_close(m.alpha_cached, torch.tensor(alpha), **ALPHA_TOL)
+    torch.testing.assert_close(out, x + alpha * y)
 
 
 @pytest.mark.parametrize("mode", MODES)
@@ -267,7 +285,8 @@ def test_padding_mask_gives_the_unpadded_alpha() -> None:
     mask = torch.cat([torch.ones(2, 6), torch.zeros(2, 6)], dim=1).bool()
     padded = AionResidual(ema_gamma=0.0)
     padded(xp, yp, mask=mask)
-    torch.testing.assert_close(padded.alpha_cached, real.alpha_cached, rtol=1e-6, atol=0)
+    # the same tokens summed inside a longer masked row: fp32 summation order only (a few ulps)
+    torch.testing.assert_close(padded.alpha_cached, real.alpha_cached, **ALPHA_TOL)
     unmasked = AionResidual(ema_gamma=0.0)
     unmasked(xp, yp)  # without the mask the padding dominates (clamped ratios of y/ε)
     assert float(unmasked.alpha_cached) < 0.5 * float(real.alpha_cached)
@@ -341,15 +360,16 @@ def test_buffers_are_updated_in_place() -> None:
 
 def test_eval_alpha_uses_current_parameters() -> None:
     m = AionResidual()
-    x, y = _pair(2, 4, 8)
-    m(x, y)
+    x, y = _ratio_pair(2, 4, 8, r=0.5)
+    m(x, y)  # ratio_ema = 0.99 + 0.01·0.5 = 0.995
     with torch.no_grad():  # an optimiser step after the last training forward
         m.alpha0.add_(0.2)
     m.eval()
-    _, stats = m(x, y, return_stats=True)
-    expected = m.alpha0.detach().reshape(()) / (1 + m.beta.detach().reshape(()) * m.ratio_ema)
-    torch.testing.assert_close(stats["alpha"], expected)
-    assert float(stats["alpha"]) > float(m.alpha_cached)
+    out, stats = m(x, y, return_stats=True)
+    expected = 0.3 / (1 + 0.05 * 0.995)  # the new α0 = 0.3, not the cached α of α0 = 0.1
+    torch.testing.assert_close(stats["alpha"], torch.tensor(expected), **ALPHA_TOL)
+    torch.testing.assert_close(out, x + expected * y)
+    torch.testing.assert_close(m.alpha_cached, torch.tensor(_first_step_alpha(0.5)), **ALPHA_TOL)
 
 
 def test_negative_beta_and_alpha0_are_clamped_with_straight_through_gradient() -> None:
@@ -367,13 +387,14 @@ def test_negative_beta_and_alpha0_are_clamped_with_straight_through_gradient() -
 
 def test_detached_statistics_give_exact_identity_gradients() -> None:
     m = AionResidual()
-    x, y = _pair(2, 4, 8)
+    x, y = _ratio_pair(2, 4, 8, r=2.0)
     x.requires_grad_(True)
     y.requires_grad_(True)
     m(x, y).sum().backward()
     assert x.grad is not None and y.grad is not None
     assert torch.equal(x.grad, torch.ones_like(x))
     assert torch.equal(y.grad, m.alpha_cached.expand_as(y))
+    torch.testing.assert_close(m.alpha_cached, torch.tensor(_first_step_alpha(2.0)), **ALPHA_TOL)
 
 
 def test_undetached_statistics_match_reference_gradients() -> None:
@@ -401,9 +422,13 @@ def test_trainable_freezes_parameters() -> None:
 
 def test_return_stats_default_mode() -> None:
     m = AionResidual()
-    x, y = _pair(2, 4, 8)
+    x, y = _ratio_pair(2, 4, 8, r=2.0)
     out, stats = m(x, y, return_stats=True)
-    torch.testing.assert_close(out, x + stats["alpha"] * y)
+    alpha = _first_step_alpha(2.0)  # 0.0951928 (spec §4)
+    torch.testing.assert_close(out, x + alpha * y)
+    torch.testing.assert_close(stats["alpha"], torch.tensor(alpha), **ALPHA_TOL)
+    torch.testing.assert_close(stats["ratio"], torch.tensor(2.0))
+    torch.testing.assert_close(stats["ratio_ema"], torch.tensor(0.99 + 0.01 * 2.0))
     assert set(stats) == {"alpha", "ratio", "ratio_ema"}
     assert all(
         isinstance(v, Tensor) and v.ndim == 0 and not v.requires_grad for v in stats.values()
