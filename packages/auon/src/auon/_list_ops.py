@@ -75,9 +75,15 @@ def _sums(xs: list[Tensor], dtype: torch.dtype) -> Tensor:
     return torch.stack([x.sum(dtype=dtype) for x in xs])
 
 
-def _norms(xs: list[Tensor], foreach: bool, ord: float = 2.0) -> Tensor:
-    """Stacked fp32 (float64 for float64 input) vector norms, shape ``(len(xs),)``."""
-    acc = torch.float64 if xs[0].dtype == torch.float64 else torch.float32
+def _norms(
+    xs: list[Tensor], foreach: bool, ord: float = 2.0, dtype: torch.dtype | None = None
+) -> Tensor:
+    """Stacked vector norms accumulated in ``dtype``, shape ``(len(xs),)``.
+
+    ``dtype=None``: fp32 (float64 for float64 input). Pass float64 where the squares of fp32 or
+    bf16 entries above ~1.8e19 must not overflow (a finite tensor must have a finite norm).
+    """
+    acc = dtype or (torch.float64 if xs[0].dtype == torch.float64 else torch.float32)
     if foreach:
         return torch.stack(torch._foreach_norm(xs, ord, dtype=acc))
     return torch.stack([torch.linalg.vector_norm(x, ord, dtype=acc) for x in xs])

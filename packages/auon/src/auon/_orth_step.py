@@ -133,7 +133,9 @@ def _orth_step(
     G, m_new = _momentum(
         ps, gs, ms, beta=momentum, nesterov=nesterov, skip=skip, foreach=use_foreach, workspace=ws
     )
-    finite = torch.isfinite(_all_reduce_by_key(_norms(G, use_foreach).square(), keys, "sum"))
+    # float64 sums of squares: finite fp32/bf16 entries above ~1.8e19 must not read as non-finite
+    sq = _all_reduce_by_key(_norms(G, use_foreach, dtype=torch.float64).square(), keys, "sum")
+    finite = torch.isfinite(sq)
     flags = finite.unbind(0)
     if skip:
         _keep_finite_(ms, m_new, flags)

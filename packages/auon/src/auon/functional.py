@@ -286,9 +286,12 @@ def _paper_bucket(
         G = _lerp_into(gs, ms, momentum, out_g, foreach) if nesterov else ms
 
     # Phase 1: Frobenius norms (local sums of squares, summed over shards).
-    sq = _all_reduce_by_key(_norms(G, foreach).square(), keys, "sum")
-    norm = sq.sqrt()
-    finite = torch.isfinite(norm)
+    # Accumulated in float64: ‖G‖² of finite fp32/bf16 entries above ~1.8e19 would overflow fp32
+    # and a finite gradient would be taken for a non-finite one (and U would lose its scale
+    # invariance); ‖G‖ itself is then rounded to the accumulation dtype.
+    sq = _all_reduce_by_key(_norms(G, foreach, dtype=torch.float64).square(), keys, "sum")
+    finite = torch.isfinite(sq)
+    norm = sq.sqrt().to(acc)
     inv = 1.0 / (norm + eps)
     if skip:
         flags = finite.unbind(0)
@@ -414,14 +417,17 @@ def _repo_bucket(
     for m, sg in zip(new_m, scaled_g, strict=True):
         m.add_(sg)
     G = [sg + beta * m for sg, m in zip(scaled_g, new_m, strict=True)]
+    # The finite test uses a float64 norm: a finite G whose fp32 ‖G‖ overflows is stepped as
+    # the original steps it (X = 0, r = 1), not skipped.
     if any(k is not None for k in keys):
-        s = _all_reduce_by_key(
-            torch.stack([torch.linalg.vector_norm(x).square() for x in G]), keys, "sum"
-        ).sqrt()
-        s_list = list(s.unbind(0))
+        # sharded: one float64 all-reduce of the local ΣG² gives both the norm and the test
+        sq = _all_reduce_by_key(_norms(G, foreach, dtype=torch.float64).square(), keys, "sum")
+        finite = torch.isfinite(sq)
+        s_list = [si.to(x.dtype) for si, x in zip(sq.sqrt().unbind(0), G, strict=True)]
     else:
+        # the original's norm, bit for bit
         s_list = [torch.linalg.vector_norm(x) for x in G]
-    finite = torch.isfinite(torch.stack(s_list))
+        finite = torch.isfinite(_norms(G, foreach, dtype=torch.float64))
     X = [(gamma * x) / (si + eps) for x, si in zip(G, s_list, strict=True)]
     if any(k is not None for k in keys):
         c = torch.stack([torch.cosh(x).pow(2).sum() for x in X])
