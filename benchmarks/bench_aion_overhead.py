@@ -14,8 +14,13 @@ Arms: ``plain`` (x + y), ``fixed`` (x + 0.1·y), ``aion`` (default mode, ``sync_
 ``plain``/``aion``/``aion_deferred``. Every step runs ``loss.backward()``, ``AdamW.step()``
 and ``zero_grad(set_to_none=True)``. Also reported: host syncs per step (``Tensor.item``,
 ``__bool__``, ``tolist`` counted by patching, in forward+backward and, separately, in
-``torch.optim.AdamW.step``, which reads each parameter's CPU step count), graph breaks of the compiled forward, and a profile of
-where the AION time goes (time inside ``AionResidual.forward`` per step and the top operators).
+``torch.optim.AdamW.step``, which reads each parameter's CPU step count), graph breaks of the
+compiled forward, ATen operators dispatched per step (forward+backward) and per residual call
+(forward and backward of one residual module on the setup's shape, counted with a dispatch mode;
+each operator is a kernel launch in eager mode), and a profile of where the AION time goes (time
+inside ``AionResidual.forward`` per step and the top operators). Every setup discards 10 warm-up
+rounds and measures 50 (``--quick``: 5 and 20); the JSON keeps every sample (µs, 4 significant
+digits).
 
 Run: ``uv run python -m benchmarks.bench_aion_overhead [--quick]``.
 """
@@ -24,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import statistics
-import sys
 import time
 from collections.abc import Callable
 from typing import Any
@@ -33,13 +37,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from aion_torch import AionBlock, AionResidual, param_groups, sync_stats
+from aion_torch import AionBlock, AionResidual, sync_stats, weight_decay_param_groups
 from aion_torch.residuals import make_residual
 from benchmarks.harness import (
     GPT,
     GPTConfig,
     Timing,
     common_parser,
+    count_aten_ops,
     count_host_syncs,
     interleaved_timing,
     markdown_table,
@@ -100,7 +105,9 @@ def _build(
         target = torch.randn(b, t, d, generator=gen).to(device)
         raw_loss = lambda: F.mse_loss(blocks(x), target)  # noqa: E731
     loss_fn = torch.compile(raw_loss, fullgraph=True) if compiled else raw_loss
-    opt = torch.optim.AdamW(param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), foreach=True)
+    opt = torch.optim.AdamW(
+        weight_decay_param_groups(model, 0.1), lr=1e-3, betas=(0.9, 0.95), foreach=True
+    )
     deferred = arm == "aion_deferred"
 
     def forward_backward() -> None:
@@ -125,9 +132,34 @@ def _build(
         opt.zero_grad(set_to_none=True)
         return fb, total
 
+    def count_ops() -> int:
+        n = count_aten_ops(forward_backward)
+        opt.zero_grad(set_to_none=True)
+        return n
+
     step.count_syncs = count_syncs  # type: ignore[attr-defined]
+    step.count_ops = count_ops  # type: ignore[attr-defined]
     step.opt_ms = opt_ms  # type: ignore[attr-defined]
     return step, model, raw_loss
+
+
+def _residual_ops(arm: str, shape: tuple[int, int, int], device: torch.device) -> dict[str, int]:
+    """ATen operators of one residual call ``res(x, y, x_norm=n)`` (eager, after 3 warm-up calls):
+    forward, and backward from the output to ``x``, ``y`` and the residual's own parameters (the
+    norm that makes ``n`` is outside the count)."""
+    b, t, d = shape
+    res = _residual(arm, d, 4).to(device)
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(b, t, d, generator=gen).to(device).requires_grad_()
+    y = torch.randn(b, t, d, generator=gen).to(device).requires_grad_()
+    n = F.layer_norm(x.detach(), (d,))
+    g = torch.randn(b, t, d, generator=gen).to(device)
+    for _ in range(3):
+        torch.autograd.backward(res(x, y, x_norm=n), g)
+    out: list[torch.Tensor] = []
+    fwd = count_aten_ops(lambda: out.append(res(x, y, x_norm=n)))
+    bwd = count_aten_ops(lambda: torch.autograd.backward(out[0], g))
+    return {"aten_ops_residual_fwd": fwd, "aten_ops_residual_bwd": bwd}
 
 
 def _sync(device: torch.device) -> None:
@@ -191,11 +223,11 @@ def main(argv: list[str] | None = None) -> None:
             ("ffn", (8, 128, 512), 10, 50, True),
             ("gpt", (8, 1024, 768), 10, 50, True),
         ]
-    else:  # CPU default; the d=512 sizes take ~1 s per step on 2 cores
+    else:  # CPU default (≈ 7 min on 2 quiet cores; the d=512 steps take 0.25–0.45 s)
         setups = [
             ("gpt", (4, 64, 256), 10, 50, True),
-            ("gpt", (8, 128, 512), 3, 15, True),
-            ("ffn", (8, 128, 512), 3, 15, False),
+            ("gpt", (8, 128, 512), 10, 50, True),
+            ("ffn", (8, 128, 512), 10, 50, False),
         ]
     if args.no_compile:
         setups = [(m, s, w, i, False) for m, s, w, i, _ in setups]
@@ -218,6 +250,9 @@ def main(argv: list[str] | None = None) -> None:
             fb, opt_syncs = step.count_syncs()  # type: ignore[attr-defined]
             info["host_syncs_fwd_bwd"] = fb
             info["host_syncs_optimizer"] = opt_syncs
+            if not compiled:
+                info["aten_ops_fwd_bwd"] = step.count_ops()  # type: ignore[attr-defined]
+                info.update(_residual_ops(arm, shape, device))
             if compiled:
                 explanation = torch._dynamo.explain(raw)()
                 info["graph_breaks"] = explanation.graph_break_count
@@ -246,7 +281,7 @@ def main(argv: list[str] | None = None) -> None:
                 "q3_ms": timing.q3_ms,
                 "ratio_vs_plain": ratio,
                 "optimizer_median_ms": opt_ms,
-                "samples_ms": list(timing.samples_ms),
+                "samples_us": timing.samples_us(),
                 **extras[label],
             }
             records.append(rec)
@@ -261,6 +296,11 @@ def main(argv: list[str] | None = None) -> None:
                     extras[label].get("graph_breaks", ""),
                     f"{extras[label]['aion_forward_ms']:.2f}"
                     if "aion_forward_ms" in extras[label]
+                    else "",
+                    extras[label].get("aten_ops_fwd_bwd", ""),
+                    f"{extras[label]['aten_ops_residual_fwd']} / "
+                    f"{extras[label]['aten_ops_residual_bwd']}"
+                    if "aten_ops_residual_fwd" in extras[label]
                     else "",
                 ]
             )
@@ -280,6 +320,8 @@ def main(argv: list[str] | None = None) -> None:
                     "host syncs/step: fwd+bwd / AdamW step",
                     "graph breaks",
                     "ms/step inside AionResidual.forward (eager)",
+                    "ATen ops/step fwd+bwd (eager)",
+                    "ATen ops per residual call: fwd / bwd (eager)",
                 ],
                 rows,
             )
@@ -301,7 +343,6 @@ def main(argv: list[str] | None = None) -> None:
         "eager_arms": eager_arms,
         "compiled_arms": compiled_arms,
         "optimizer": "AdamW lr 1e-3 betas (0.9, 0.95) foreach, wd 0.1 (0 on residual scalars)",
-        "argv": argv if argv is not None else sys.argv[1:],
     }
     name = "overhead_quick" if args.quick else "overhead"
     folder = write_results(

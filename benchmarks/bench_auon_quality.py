@@ -26,7 +26,7 @@ import torch
 from torch import Tensor, nn
 from torch.optim import Optimizer
 
-from auon import AuON, HybridAuON, Muon, param_groups
+from auon import AuON, HybridAuON, Muon, matrix_param_groups
 from benchmarks.harness import (
     GPT,
     GPTConfig,
@@ -125,7 +125,7 @@ QUICK_ARMS = ("adamw", "muon", "auon_paper", "normalized_sgd")
 
 
 def _build(model: GPT, arm: str, lr: float) -> _Chain:
-    mats, others = param_groups(model, lr=lr, adamw_lr=_ADAMW_LR)
+    mats, others = matrix_param_groups(model, lr=lr, adamw_lr=_ADAMW_LR)
     factory, _ = ARMS[arm]
     if factory is None:  # AdamW everywhere: matrices get the tuned lr, the rest the shared one
         groups = [{**g, "lr": lr} for g in mats] + others

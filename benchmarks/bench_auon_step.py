@@ -2,11 +2,16 @@
 
 Times ``step()`` only, on pre-filled gradients, arms interleaved in rounds (harness
 ``interleaved_timing``), and reports medians, ratios to ``torch.optim.AdamW`` (foreach) measured in
-the same run, µs per million parameters and host syncs per step. Targets (issue 4): AuON step
-≤ 1.25× AdamW's; ≥ 3× faster than Muon at 1024² and above.
+the same run, µs per million parameters, host syncs per step, ATen operators per step (each an
+eager kernel launch) and, on CUDA, peak memory. 10 warm-up rounds are discarded and 50 measured
+(``--quick``: 2 and 5); every raw sample is kept in the JSON (µs, 4 significant digits). Eager
+only (compiled AuON is not timed here). Targets (issue 4): AuON step ≤ 1.25× AdamW's; ≥ 3× faster
+than Muon at 1024² and above. Also writes ``brake_factor.*``: how much the opt-in RMS brake
+changes unit-Frobenius AuON updates (``--brake-only`` writes just that file).
 
     uv run python -m benchmarks.bench_auon_step            # GPT d=256 and d=512, squares 512..2048
     uv run python -m benchmarks.bench_auon_step --quick    # GPT d=128, squares 512 and 1024
+    uv run python -m benchmarks.bench_auon_step --brake-only
 """
 
 from __future__ import annotations
@@ -17,11 +22,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from auon import AuON, HybridAuON, Muon, cosh_factor, param_groups, rms_brake_factor
+from auon import AuON, HybridAuON, Muon, cosh_factor, matrix_param_groups, rms_brake_factor
 from benchmarks.harness import (
     GPT,
     GPTConfig,
     common_parser,
+    count_aten_ops,
     count_host_syncs,
     interleaved_timing,
     markdown_table,
@@ -41,6 +47,9 @@ def _arms() -> dict[str, Arm]:
         "auon_loop": lambda ps: AuON(ps, lr=0.02, foreach=False),
         "hybrid_1step": lambda ps: HybridAuON(ps, lr=0.02),
         "muon_ours": lambda ps: Muon(ps, lr=0.02, weight_decay=0.0),
+        "muon_polar_express": lambda ps: Muon(
+            ps, lr=0.02, weight_decay=0.0, ns_coefficients="polar_express"
+        ),
     }
     if hasattr(torch.optim, "Muon"):
         arms["torch_muon"] = lambda ps: torch.optim.Muon(ps, lr=0.02, weight_decay=0.0)
@@ -49,7 +58,7 @@ def _arms() -> dict[str, Arm]:
 
 def _gpt_shapes(d_model: int, n_layers: int) -> list[tuple[int, ...]]:
     model = GPT(GPTConfig(d_model=d_model, n_layers=n_layers, n_heads=max(1, d_model // 64)))
-    mats, _ = param_groups(model, lr=0.02, adamw_lr=1e-3)
+    mats, _ = matrix_param_groups(model, lr=0.02, adamw_lr=1e-3)
     return [tuple(p.shape) for g in mats for p in g["params"]]
 
 
@@ -72,6 +81,13 @@ def _measure(
     ref = timings["adamw_foreach"]
     records = []
     for arm, t in timings.items():
+        peak_mb: float | None = None
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+            torch.cuda.reset_peak_memory_stats(device)
+            opts[arm].step()
+            torch.cuda.synchronize(device)
+            peak_mb = torch.cuda.max_memory_allocated(device) / 2**20
         records.append(
             {
                 "setting": name,
@@ -84,7 +100,11 @@ def _measure(
                 "ratio_vs_adamw_foreach": t.ratio(ref),
                 "us_per_mparam": t.median_ms * 1e3 / (n_params / 1e6),
                 "host_syncs_per_step": count_host_syncs(opts[arm].step),
-                "samples_ms": list(t.samples_ms),
+                "aten_ops_per_step": count_aten_ops(opts[arm].step),
+                "peak_memory_mb": peak_mb,
+                "warmup": warmup,
+                "iters": iters,
+                "samples_us": t.samples_us(),
             }
         )
     return records
@@ -148,6 +168,9 @@ def _brake_table(out: str, device: torch.device) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = common_parser(__doc__ or "")
+    parser.add_argument(
+        "--brake-only", action="store_true", help="write only brake_factor.* (no timing)"
+    )
     args = parser.parse_args(argv)
     device = setup_run(args)
     if args.gpu:
@@ -161,17 +184,17 @@ def main(argv: list[str] | None = None) -> None:
     else:
         settings = [("gpt_d256_L4", 256, 4), ("gpt_d512_L4", 512, 4)]
         squares = [512, 1024, 2048]
-        warmup, iters = 5, 30
+        warmup, iters = 10, 50
     _brake_table(args.out, device)
+    if args.brake_only:
+        return
     records: list[dict[str, Any]] = []
     for name, d, layers in settings:
         print(f"timing {name} ...", flush=True)
         records += _measure(name, _gpt_shapes(d, layers), warmup, iters, device)
     for n in squares:
         print(f"timing square {n} ...", flush=True)
-        # Muon at 2048² costs seconds per step on 2 CPU cores: fewer iterations there.
-        w, it = (2, 8) if n >= 2048 and device.type == "cpu" and not args.quick else (warmup, iters)
-        records += _measure(f"square_{n}x{n}_x4", [(n, n)] * 4, w, it, device)
+        records += _measure(f"square_{n}x{n}_x4", [(n, n)] * 4, warmup, iters, device)
 
     rows = []
     for r in records:
@@ -185,8 +208,11 @@ def main(argv: list[str] | None = None) -> None:
                 f"{r['ratio_vs_adamw_foreach']:.2f}",
                 f"{r['us_per_mparam']:.0f}",
                 r["host_syncs_per_step"],
+                r["aten_ops_per_step"],
             ]
         )
+        if device.type == "cuda":
+            rows[-1].append(f"{r['peak_memory_mb']:.0f}")
     summary = []
     for setting in dict.fromkeys(r["setting"] for r in records):
         by = {r["arm"]: r for r in records if r["setting"] == setting}
@@ -199,8 +225,9 @@ def main(argv: list[str] | None = None) -> None:
         line.append(f"{by['torch_muon']['median_ms'] / auon:.1f}" if "torch_muon" in by else "n/a")
         summary.append(line)
     md = (
-        f"Warm-up/iterations per arm: {warmup}/{iters} (2/8 for 2048² on CPU); "
-        "4 tensors per square setting; time of `step()` only.\n\n"
+        f"Warm-up/measured rounds per arm: {warmup}/{iters}, arms interleaved; 4 tensors per "
+        "square setting; time of `step()` only, eager. ATen ops: operators dispatched by one "
+        "step (counted with a dispatch mode; each is a kernel launch in eager mode).\n\n"
         "Targets: AuON (foreach) ≤ 1.25× AdamW (foreach); Muon/AuON ≥ 3 at ≥ 1024².\n\n"
         + markdown_table(
             ["setting", "AuON / AdamW", "our Muon / AuON", "torch Muon / AuON"], summary
@@ -216,7 +243,9 @@ def main(argv: list[str] | None = None) -> None:
                 "× AdamW foreach",
                 "µs/M params",
                 "host syncs",
-            ],
+                "ATen ops/step",
+            ]
+            + (["peak MB"] if device.type == "cuda" else []),
             rows,
         )
         + "\n"
@@ -232,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     path = write_results(
         "auon",
-        "step_time",
+        "step_time_quick" if args.quick else "step_time",
         config=config,
         records=records,
         markdown=md,

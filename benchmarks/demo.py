@@ -1,7 +1,10 @@
 """`make demo`: train the reference GPT on the embedded corpus for about a minute on 2 CPU cores.
 
-Prints the validation loss before and after training and a generated sample, and writes the loss
-curve to ``docs/results/demo/``. Each library plugs its piece in through the two registries below:
+Prints the validation loss before and after training and a generated sample, and writes the
+result to ``docs/results/demo/``: final validation bits/byte, the validation curve (every
+``steps/12`` steps) and the per-batch training loss (downsampled to 200 points in the JSON), and
+a plot of both in bits/byte (the whole run, and a zoom after warm-up whose y-range holds every
+training spike). Each library plugs its piece in through the two registries below:
 ``--residual NAME`` picks how sublayer outputs join the residual stream, ``--optimizer NAME`` picks
 the optimiser. Factories import their package lazily, so the demo runs with only the core installed.
 
@@ -12,6 +15,7 @@ the optimiser. Factories import their package lazily, so the demo runs with only
 from __future__ import annotations
 
 import argparse
+import math
 import time
 from collections.abc import Callable
 
@@ -26,6 +30,7 @@ from benchmarks.harness import (
     common_parser,
     corpus_for_args,
     cosine_schedule,
+    downsample,
     estimate_loss,
     markdown_table,
     seed_everything,
@@ -72,20 +77,33 @@ RESIDUALS: dict[str, ResidualFactory] = {"plain": _plain, "aion": _aion}
 OPTIMIZERS: dict[str, OptimizerFactory] = {"adamw": _adamw, "auon": _auon}
 
 
-def _plot(losses: list[float], val_points: list[tuple[int, float]], title: str) -> object:
+def _plot(
+    losses: list[float], val_points: list[tuple[int, float]], title: str, warmup: int
+) -> object:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
-    ax.plot([bits_per_byte(v) for v in losses], lw=0.8, label="train (per batch)")
-    xs, ys = zip(*val_points, strict=True)
-    ax.plot(xs, [bits_per_byte(v) for v in ys], "o-", label="validation")
-    ax.set_xlabel("step")
-    ax.set_ylabel("bits per byte")
-    ax.set_title(title)
-    ax.legend()
+    train = [(i, bits_per_byte(v)) for i, v in enumerate(losses) if math.isfinite(v)]
+    val = [(s, bits_per_byte(v)) for s, v in val_points if math.isfinite(v)]
+    fig, (ax, zoom) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for a in (ax, zoom):
+        if train:
+            a.plot(*zip(*train, strict=True), lw=0.7, alpha=0.8, label="train (per batch)")
+        if val:
+            a.plot(*zip(*val, strict=True), "o-", ms=3, label="validation")
+        a.set_xlabel("step")
+        a.set_ylabel("bits per byte")
+        a.legend()
+    ax.set_title(f"{title}: whole run")
+    late = [v for i, v in train if i >= warmup] + [v for s, v in val if s >= warmup]
+    if late:
+        lo, hi = min(late), max(late)
+        pad = 0.05 * max(hi - lo, 0.1)
+        zoom.set_xlim(warmup, max(len(losses), val[-1][0] if val else 0))
+        zoom.set_ylim(lo - pad, hi + pad)
+    zoom.set_title("after warm-up (y-range holds every spike)")
     fig.tight_layout()
     return fig
 
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> None:
     before = val_loss()
     print(f"validation before: {before:.4f} nats/byte = {bits_per_byte(before):.3f} bits/byte")
     val_points = [(0, before)]
-    eval_every = max(1, steps // 4)
+    eval_every = max(1, steps // 12)
 
     def on_step(step: int, loss: torch.Tensor, grad_norm: torch.Tensor, m: nn.Module) -> None:
         if step > 0 and step % eval_every == 0:
@@ -162,6 +180,10 @@ def main(argv: list[str] | None = None) -> None:
     text = bytes(sample[0].tolist()).decode("utf-8", errors="replace")
     print("sample:\n" + text)
     name = f"demo_{args.residual}_{args.optimizer}"
+    warmup = max(1, int(0.1 * steps))  # cosine_schedule's default warm-up fraction
+    finite = [(i, v) for i, v in enumerate(log.losses) if math.isfinite(v)]
+    late = [(i, v) for i, v in finite if i >= warmup]
+    spike = max(late, key=lambda p: p[1]) if late else (None, math.nan)
     table = markdown_table(
         [
             "residual",
@@ -169,6 +191,7 @@ def main(argv: list[str] | None = None) -> None:
             "steps",
             "val bits/byte before",
             "val bits/byte after",
+            "max train bits/byte after warm-up (step)",
             "train s",
         ],
         [
@@ -178,6 +201,7 @@ def main(argv: list[str] | None = None) -> None:
                 steps,
                 bits_per_byte(before),
                 bits_per_byte(after),
+                f"{bits_per_byte(spike[1]):.3f} ({spike[0]})",
                 seconds,
             ]
         ],
@@ -195,10 +219,25 @@ def main(argv: list[str] | None = None) -> None:
             "seed": args.seed,
             "corpus": corpus.name,
         },
-        records=[{"step": s, "val_nats": v} for s, v in val_points]
-        + [{"train_losses": log.losses, "seconds": seconds, "crashed": log.crashed}],
+        records=[
+            {
+                "seed": args.seed,
+                "val_bpb_before": bits_per_byte(before),
+                "val_bpb_after": bits_per_byte(after),
+                "seconds": seconds,
+                "crashed": log.crashed,
+                "train_bpb_max_after_warmup": bits_per_byte(spike[1]),
+                "train_bpb_max_step": spike[0],
+                "val_steps": [s for s, _ in val_points],
+                "val_bpb": [float(f"{bits_per_byte(v):.5g}") for _, v in val_points],
+                "train_steps": downsample([float(i) for i in range(len(log.losses))]),
+                "train_bpb": [float(f"{bits_per_byte(v):.5g}") for v in downsample(log.losses)],
+            }
+        ],
         markdown=table + "\nSample:\n\n```text\n" + text + "\n```\n",
-        figures={"": _plot(log.losses, val_points, f"demo: {args.residual} + {args.optimizer}")},
+        figures={
+            "": _plot(log.losses, val_points, f"demo: {args.residual} + {args.optimizer}", warmup)
+        },
         out_dir=args.out,
         device=device,
     )

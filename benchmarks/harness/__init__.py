@@ -20,7 +20,7 @@ from .stats import (
     t_interval,
     wilson_interval,
 )
-from .timing import Timing, count_host_syncs, interleaved_timing
+from .timing import Timing, count_aten_ops, count_host_syncs, interleaved_timing
 from .train import TrainLog, cosine_schedule, estimate_loss, train_lm
 
 __all__ = [
@@ -39,6 +39,7 @@ __all__ = [
     "common_parser",
     "corpus_for_args",
     "cosine_schedule",
+    "count_aten_ops",
     "count_host_syncs",
     "downsample",
     "environment",

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -32,6 +33,11 @@ class Timing:
     def ratio(self, baseline: Timing) -> float:
         """This arm's median over the baseline's median, both measured in the same run."""
         return self.median_ms / baseline.median_ms
+
+    def samples_us(self, digits: int = 4) -> list[float]:
+        """The raw samples in microseconds, rounded to ``digits`` significant digits (compact
+        enough to keep every sample in a result file)."""
+        return [float(f"{v * 1e3:.{digits}g}") for v in self.samples_ms]
 
 
 def _sync(device: torch.device | None) -> None:
@@ -92,6 +98,29 @@ def _counting_syncs() -> Iterator[list[int]]:
     finally:
         for name, original in originals.items():
             setattr(torch.Tensor, name, original)
+
+
+def count_aten_ops(fn: Callable[[], object]) -> int:
+    """Run ``fn`` once and count the ATen operators it dispatches (each is at least one kernel
+    launch in eager mode; views and metadata-only operators are counted too)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class _Count(TorchDispatchMode):  # type: ignore[no-untyped-call]
+        n = 0
+
+        def __torch_dispatch__(
+            self,
+            func: Any,
+            types: Any,
+            args: tuple[Any, ...] = (),
+            kwargs: dict[str, Any] | None = None,
+        ) -> Any:
+            _Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with _Count():  # type: ignore[no-untyped-call]
+        fn()
+    return _Count.n
 
 
 def count_host_syncs(fn: Callable[[], object]) -> int:
