@@ -167,29 +167,29 @@ def _orth_step(
     # host-to-device copy; with "skip" they become 0 (and 1) where the update is not finite.
     device = ps[0].device
     neg_scales = [-scale_fn(tuple(p.shape)) for p in params]
-    bases: list[float] | list[Tensor]
+    base_t: Tensor | None = None
     if isinstance(lr, Tensor):
-        lr_dev = _scalar(lr, lr.dtype, device)
-        bases = list((_vector(neg_scales, lr.dtype, device) * lr_dev).unbind(0))
-    else:
-        bases = [s * lr for s in neg_scales]
-    if skip:
-        base_t = (
-            torch.stack(bases)  # type: ignore[arg-type]
-            if isinstance(lr, Tensor)
-            else _vector(bases, torch.float32, device)  # type: ignore[arg-type]
-        )
-        bases = list(torch.where(finite, base_t.to(torch.float32), 0.0).unbind(0))
+        base_t = _vector(neg_scales, lr.dtype, device) * _scalar(lr, lr.dtype, device)
+    elif skip:
+        base_t = _vector([s * lr for s in neg_scales], torch.float32, device)
+    bases: list[float | Tensor] = [s * lr for s in neg_scales] if base_t is None else []
+    if base_t is not None:
+        if skip:
+            base_t = torch.where(finite, base_t.to(torch.float32), 0.0)
+        bases = list(base_t.unbind(0))
     decays: list[float | Tensor] = []
     if weight_decay != 0.0:
         decay = 1.0 - lr * weight_decay
         if skip:
             dtype = decay.dtype if isinstance(decay, Tensor) else torch.get_default_dtype()
-            decay_t = torch.ones((len(ps),), dtype=dtype, device=device)
-            decay_t = decay_t * _scalar(decay, dtype, device)
+            decay_t = torch.ones((len(ps),), dtype=dtype, device=device) * _scalar(
+                decay, dtype, device
+            )
             decays = list(torch.where(finite, decay_t, 1.0).unbind(0))
         else:
-            decays = [decay] * len(ps)
+            # a tensor decay as a 0-D operand (a 1-element CPU lr would not broadcast on a GPU)
+            d = _scalar(decay, decay.dtype, device) if isinstance(decay, Tensor) else decay
+            decays = [d] * len(ps)
     for i, p in enumerate(params):
         local_p = ps[i]
         ortho = directions[i] if split_group is not None else direction(i)
