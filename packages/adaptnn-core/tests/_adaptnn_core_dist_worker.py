@@ -13,14 +13,7 @@ import pytest
 import torch
 import torch.distributed as dist
 
-from adaptnn_core import (
-    all_reduce_,
-    all_reduce_coalesced_,
-    broadcast_,
-    is_initialized,
-    rank,
-    world_size,
-)
+from adaptnn_core import dist as core  # the public module; its names are also top-level
 
 
 def run(local_rank: int, world: int, port: int) -> None:
@@ -36,31 +29,31 @@ def run(local_rank: int, world: int, port: int) -> None:
 
 
 def _checks(r: int, world: int) -> None:
-    assert is_initialized()
-    assert (rank(), world_size()) == (r, world)
+    assert core.is_initialized()
+    assert (core.rank(), core.world_size()) == (r, world)
     group = dist.new_group(list(range(world)))
     assert isinstance(group, dist.ProcessGroup)
-    assert (rank(group), world_size(group)) == (r, world)
+    assert (core.rank(group), core.world_size(group)) == (r, world)
     v = float(r + 1)  # 1 on rank 0, 2 on rank 1
 
     t = torch.tensor([v, 10 * v])
-    assert all_reduce_(t) is t
+    assert core.all_reduce_(t) is t
     torch.testing.assert_close(t, torch.tensor([3.0, 30.0]))
 
     t = torch.tensor([v, 10 * v])
-    all_reduce_(t, op="avg", group=group)
+    core.all_reduce_(t, op="avg", group=group)
     torch.testing.assert_close(t, torch.tensor([1.5, 15.0]))
 
     t = torch.tensor([v, -v])
-    all_reduce_(t, op="max")
+    core.all_reduce_(t, op="max")
     torch.testing.assert_close(t, torch.tensor([2.0, -1.0]))
-    all_reduce_(t, op="min")
+    core.all_reduce_(t, op="min")
     torch.testing.assert_close(t, torch.tensor([2.0, -1.0]))
 
     # A non-contiguous view is reduced in place through its storage.
     base = torch.full((3, 2), v)
     view = base.T
-    all_reduce_(view)
+    core.all_reduce_(view)
     torch.testing.assert_close(base, torch.full((3, 2), 3.0))
 
     # Coalesced: mixed shapes and dtypes, one collective per dtype, results copied back.
@@ -71,7 +64,7 @@ def _checks(r: int, world: int) -> None:
         torch.tensor([r, 5], dtype=torch.int64),
         torch.full((3, 2), v).T,
     ]
-    out = all_reduce_coalesced_(ts)
+    out = core.all_reduce_coalesced_(ts)
     assert all(a is b for a, b in zip(out, ts, strict=True))
     torch.testing.assert_close(ts[0], torch.full((2, 3), 3.0))
     torch.testing.assert_close(ts[1], torch.tensor(3.0))
@@ -80,24 +73,24 @@ def _checks(r: int, world: int) -> None:
     torch.testing.assert_close(ts[4], torch.full((2, 3), 3.0))
 
     fs = [torch.full((2,), v), torch.full((1, 1), 4 * v, dtype=torch.float64)]
-    all_reduce_coalesced_(fs, op="avg", group=group)
+    core.all_reduce_coalesced_(fs, op="avg", group=group)
     torch.testing.assert_close(fs[0], torch.full((2,), 1.5))
     torch.testing.assert_close(fs[1], torch.full((1, 1), 6.0, dtype=torch.float64))
 
     # Statistics are reduced detached: a tensor that requires grad is refused on every rank.
     leaf = torch.ones(2, requires_grad=True)
     with pytest.raises(ValueError, match="t requires grad"):
-        all_reduce_(leaf)
+        core.all_reduce_(leaf)
     with pytest.raises(ValueError, match=r"tensors\[1\] requires grad"):
-        all_reduce_coalesced_([torch.ones(1), leaf * 2])
+        core.all_reduce_coalesced_([torch.ones(1), leaf * 2])
     # ...but its detached alias shares storage, which is how parameters are synchronised.
     p = torch.nn.Parameter(torch.full((2,), v))
-    all_reduce_(p.detach(), op="avg")
+    core.all_reduce_(p.detach(), op="avg")
     torch.testing.assert_close(p.detach(), torch.full((2,), 1.5))
 
     b = torch.full((2, 2), v)
-    broadcast_(b, src=1)
+    core.broadcast_(b, src=1)
     torch.testing.assert_close(b, torch.full((2, 2), 2.0))
     b = torch.full((3, 2), v).T
-    broadcast_(b, src=0, group=group)
+    core.broadcast_(b, src=0, group=group)
     torch.testing.assert_close(b, torch.full((2, 3), 1.0))

@@ -9,14 +9,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from adaptnn_core import (
-    all_reduce_,
-    all_reduce_coalesced_,
-    broadcast_,
-    is_initialized,
-    rank,
-    world_size,
-)
+from adaptnn_core import dist as core  # the public module; its names are also top-level
 
 
 def _free_port() -> int:
@@ -26,37 +19,37 @@ def _free_port() -> int:
 
 
 def test_not_initialised_is_a_no_op() -> None:
-    assert not is_initialized()
-    assert world_size() == 1
-    assert rank() == 0
+    assert not core.is_initialized()
+    assert core.world_size() == 1
+    assert core.rank() == 0
     t = torch.tensor([1.0, 2.0])
     for op in ("sum", "avg", "max", "min"):
-        assert all_reduce_(t, op=op) is t
+        assert core.all_reduce_(t, op=op) is t
     torch.testing.assert_close(t, torch.tensor([1.0, 2.0]))
     ts = [torch.ones(2), torch.zeros((), dtype=torch.int64)]
-    out = all_reduce_coalesced_(ts)
+    out = core.all_reduce_coalesced_(ts)
     assert out == ts
     assert out[0] is ts[0]
-    assert broadcast_(t, src=0) is t
+    assert core.broadcast_(t, src=0) is t
 
 
 def test_argument_validation_without_a_world() -> None:
     with pytest.raises(ValueError, match="t requires grad"):
-        all_reduce_(torch.ones(2, requires_grad=True))
+        core.all_reduce_(torch.ones(2, requires_grad=True))
     with pytest.raises(ValueError, match=r"tensors\[1\] requires grad"):
-        all_reduce_coalesced_([torch.ones(1), torch.ones(1, requires_grad=True)])
+        core.all_reduce_coalesced_([torch.ones(1), torch.ones(1, requires_grad=True)])
     with pytest.raises(ValueError, match="t requires grad"):
-        broadcast_(torch.ones(2, requires_grad=True))
+        core.broadcast_(torch.ones(2, requires_grad=True))
     with pytest.raises(ValueError, match="op must be one of"):
-        all_reduce_(torch.ones(2), op="prod")  # type: ignore[arg-type]
+        core.all_reduce_(torch.ones(2), op="prod")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match='op="avg" needs a floating'):
-        all_reduce_(torch.ones(2, dtype=torch.int64), op="avg")
+        core.all_reduce_(torch.ones(2, dtype=torch.int64), op="avg")
     with pytest.raises(TypeError, match=r"t must be a torch\.Tensor"):
-        all_reduce_([1.0])  # type: ignore[arg-type]
+        core.all_reduce_([1.0])  # type: ignore[arg-type]
     with pytest.raises(TypeError, match="tensors must be a sequence"):
-        all_reduce_coalesced_(torch.ones(2))  # type: ignore[arg-type]
+        core.all_reduce_coalesced_(torch.ones(2))  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="src must be >= 0"):
-        broadcast_(torch.ones(2), src=-1)
+        core.broadcast_(torch.ones(2), src=-1)
 
 
 @pytest.mark.distributed

@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.nn.parallel import DistributedDataParallel
 
 from aion_torch import AionBlock, AionResidual, sync_stats
+from aion_torch.residuals import ReZeroResidual
 
 WORLD = 2
 # gradient accumulation: token counts T of the (1, T, 8) micro-batches, per rank, every step
@@ -49,14 +50,32 @@ def micro_batches(seed: int) -> dict[str, Tensor]:
     return out
 
 
-def make_model(sync: str) -> nn.Sequential:
-    """Small model for the DDP scenario; the same seed gives the same weights everywhere."""
+def make_model(sync: str, *, rezero: bool = False) -> nn.Sequential:
+    """Small model for the DDP/FSDP2 scenarios; the same seed gives the same weights everywhere.
+
+    ``rezero`` appends a ReZero block (another (1,)-shaped scalar parameter for FSDP2).
+    """
     torch.manual_seed(0)
-    return nn.Sequential(
+    blocks: list[nn.Module] = [
         AionBlock(nn.Linear(8, 8), 8, sync_stats=sync, ema_gamma=0.9),
         AionBlock(nn.Linear(8, 8), 8, sync_stats=sync, ema_gamma=0.9),
-        nn.Linear(8, 8),
-    )
+    ]
+    if rezero:
+        blocks.append(AionBlock(nn.Linear(8, 8), 8, residual=ReZeroResidual()))
+    return nn.Sequential(*blocks, nn.Linear(8, 8))
+
+
+def train(model: nn.Module, opt: torch.optim.Optimizer, shard: int | None) -> None:
+    """3 MSE steps on ``train_x``/``train_t``: this rank's half (``shard``) or the whole batch."""
+    d = data(0)
+    for step in range(3):
+        xb, tb = d["train_x"][step], d["train_t"][step]
+        if shard is not None:
+            xb, tb = xb.chunk(WORLD)[shard], tb.chunk(WORLD)[shard]
+        loss = (model(xb) - tb).pow(2).mean()
+        loss.backward()
+        opt.step()
+        opt.zero_grad()
 
 
 def _ddp_accumulation(rank: int, use_no_sync: bool, out: dict[str, Tensor]) -> None:
@@ -89,20 +108,12 @@ def _fsdp2_training(rank: int, out: dict[str, Tensor]) -> None:
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
 
-    d = data(0)
     mesh = init_device_mesh("cpu", (WORLD,))
-    model = make_model("allreduce")
-    for block in model[:2]:
+    model = make_model("allreduce", rezero=True)
+    for block in model[:3]:
         fully_shard(block, mesh=mesh)
     fully_shard(model, mesh=mesh)
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for step in range(3):
-        xb = d["train_x"][step].chunk(WORLD)[rank]
-        tb = d["train_t"][step].chunk(WORLD)[rank]
-        loss = (model(xb) - tb).pow(2).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    train(model, torch.optim.AdamW(model.parameters(), lr=1e-2), rank)
     for k, v in model.named_parameters():
         assert isinstance(v, DTensor), k
         out[f"fsdp.{k}"] = v.full_tensor().detach().clone()
@@ -179,14 +190,7 @@ def run(rank: int, out_dir: str, port: int) -> None:
         # DDP training with allreduce statistics vs the concatenated batch (checked by the test)
         model = make_model("allreduce")
         ddp = DistributedDataParallel(model)
-        opt = torch.optim.SGD(ddp.parameters(), lr=0.1)
-        for step in range(3):
-            xb = d["train_x"][step].chunk(WORLD)[rank]
-            tb = d["train_t"][step].chunk(WORLD)[rank]
-            loss = (ddp(xb) - tb).pow(2).mean()
-            loss.backward()
-            opt.step()
-            opt.zero_grad()
+        train(ddp, torch.optim.SGD(ddp.parameters(), lr=0.1), rank)
         for k, v in model.state_dict().items():
             out[f"ddp.{k}"] = v.clone()
 

@@ -98,14 +98,8 @@ def test_deferred_one_collective_and_identical_buffers(ranks: list[dict[str, Ten
 def test_ddp_allreduce_training_equals_single_process(ranks: list[dict[str, Tensor]]) -> None:
     import _aion_dist_worker as worker
 
-    d = _worker_data()
     model = worker.make_model("allreduce")  # no process group here: local statistics
-    opt = torch.optim.SGD(model.parameters(), lr=0.1)
-    for step in range(3):
-        loss = (model(d["train_x"][step]) - d["train_t"][step]).pow(2).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    worker.train(model, torch.optim.SGD(model.parameters(), lr=0.1), None)
     for k, v in model.state_dict().items():
         assert torch.equal(ranks[0][f"ddp.{k}"], ranks[1][f"ddp.{k}"]), k
         torch.testing.assert_close(ranks[0][f"ddp.{k}"], v, msg=k)
@@ -156,17 +150,12 @@ def test_ddp_deferred_gradient_accumulation_is_token_weighted(
 
 
 def test_fsdp2_allreduce_training_equals_single_process(ranks: list[dict[str, Tensor]]) -> None:
-    """``fully_shard`` accepts the (1,) scalars; 3 AdamW steps equal the concatenated batch."""
+    """FSDP2 shards the (1,) scalars (α0, β, ReZero's α); 3 AdamW steps equal the whole batch."""
     import _aion_dist_worker as worker
 
-    d = _worker_data()
-    model = worker.make_model("allreduce")
-    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
-    for step in range(3):
-        loss = (model(d["train_x"][step]) - d["train_t"][step]).pow(2).mean()
-        loss.backward()
-        opt.step()
-        opt.zero_grad()
+    model = worker.make_model("allreduce", rezero=True)
+    worker.train(model, torch.optim.AdamW(model.parameters(), lr=1e-2), None)
+    assert float(model[2].aion.alpha.detach()) != 0.0  # ReZero's α left 0 and is compared
     for k, v in [*model.named_parameters(), *model.named_buffers()]:
         assert torch.equal(ranks[0][f"fsdp.{k}"], ranks[1][f"fsdp.{k}"]), k
         torch.testing.assert_close(ranks[0][f"fsdp.{k}"], v.detach(), msg=k)
