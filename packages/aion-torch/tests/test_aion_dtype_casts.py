@@ -108,3 +108,12 @@ def test_pending_moves_with_the_module_and_is_copied() -> None:
     torch.testing.assert_close(twin.pending, torch.tensor([16 * 1.5, 16.0]))
     assert "pending" not in m.state_dict()
     assert "pending" not in dict(m.named_buffers())  # not broadcast by DDP
+
+
+def test_pending_follows_buffers_moved_without_apply() -> None:
+    """FSDP2's fully_shard moves parameters and buffers (``t.data = t.to(device)``), not ``_apply``."""
+    m = AionResidual(sync_stats="deferred")
+    with torch.no_grad():
+        for t in [*m.parameters(), *m.buffers()]:
+            t.data = t.to("meta")
+    assert m.pending.device.type == "meta" and m.pending.dtype == torch.float32
