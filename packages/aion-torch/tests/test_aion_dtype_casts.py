@@ -111,9 +111,9 @@ def test_pending_moves_with_the_module_and_is_copied() -> None:
 
 
 def test_pending_follows_buffers_moved_without_apply() -> None:
-    """FSDP2's fully_shard moves parameters and buffers (``t.data = t.to(device)``), not ``_apply``."""
+    """FSDP2's fully_shard moves parameters and buffers itself, without ``Module._apply``."""
     m = AionResidual(sync_stats="deferred")
-    with torch.no_grad():
-        for t in [*m.parameters(), *m.buffers()]:
-            t.data = t.to("meta")
+    for name, b in list(m.named_buffers()):
+        setattr(m, name, b.to("meta"))  # the buffers move; _apply (and thus pending) is bypassed
+    assert m._pending.device.type == "cpu"
     assert m.pending.device.type == "meta" and m.pending.dtype == torch.float32
