@@ -55,7 +55,10 @@ def test_allreduce_equals_concatenated_statistic(ranks: list[dict[str, Tensor]])
     _, stats = single(x, y, return_stats=True)
     for r in ranks:
         torch.testing.assert_close(r["allreduce_ratio"], stats["ratio"])
-        torch.testing.assert_close(r["allreduce.alpha_cached"], single.alpha_cached)
+        # α ≈ 0.1: fp32-relative (the sums differ only in reduction order)
+        torch.testing.assert_close(
+            r["allreduce.alpha_cached"], single.alpha_cached, rtol=1.3e-6, atol=0.0
+        )
     for key in ranks[0]:
         if key.startswith("allreduce."):
             assert torch.equal(ranks[0][key], ranks[1][key]), key
