@@ -62,6 +62,7 @@ def _grad(shape: tuple[int, ...], dtype: torch.dtype, scale: float, seed: int) -
 @given(shape=_shapes(), dtype=_DTYPES, scale=_magnitudes(), seed=st.integers(0, 2**16))
 @example(shape=(4, 3), dtype=torch.float32, scale=1e20, seed=0)
 @example(shape=(4, 3), dtype=torch.bfloat16, scale=1e20, seed=0)
+@example(shape=(3,), dtype=torch.float32, scale=1e20, seed=1)  # found by hypothesis (Hybrid repo)
 @example(shape=(4, 3), dtype=torch.float32, scale=1e-20, seed=0)
 @example(shape=(4, 3), dtype=torch.float32, scale=0.0, seed=0)
 def test_parameters_and_momentum_stay_finite(

@@ -1,4 +1,4 @@
-"""No host synchronisation inside step; the functional step compiles with fullgraph=True."""
+"""No host sync or host-to-device copy in step (CPU, meta, CUDA); the functional step compiles."""
 
 from __future__ import annotations
 

@@ -282,7 +282,8 @@ def _hybrid_repo_step(
         r = torch.sqrt(torch.cosh(X).pow(2).mean())
         update = _local_shard_of(ortho / (r + eps_rms), p)
         stepped = new_p - update.mul_(lr)
-        finite = torch.isfinite(s)
+        # float64: a finite 1-D G whose fp32 ‖G‖ overflows is stepped as the original steps it
+        finite = torch.isfinite(torch.linalg.vector_norm(ortho, dtype=torch.float64))
         finites.append(finite)
         if skip:
             torch.where(finite, stepped, local_p, out=local_p)
