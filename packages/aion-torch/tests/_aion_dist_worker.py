@@ -104,6 +104,7 @@ def _ddp_accumulation(rank: int, use_no_sync: bool, out: dict[str, Tensor]) -> N
 
 def _fsdp2_training(rank: int, out: dict[str, Tensor]) -> None:
     """FSDP2 (fully_shard per block and at the root) with allreduce statistics and AdamW."""
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
     from torch.distributed.device_mesh import init_device_mesh
     from torch.distributed.fsdp import fully_shard
     from torch.distributed.tensor import DTensor
@@ -122,6 +123,21 @@ def _fsdp2_training(rank: int, out: dict[str, Tensor]) -> None:
     sd = model.state_dict()
     out["fsdp_state_alpha0_shape"] = torch.tensor(sd["0.aion.alpha0"].shape)
     out["fsdp_state_alpha0_is_dtensor"] = torch.tensor(isinstance(sd["0.aion.alpha0"], DTensor))
+
+    # a full plain checkpoint with 0-dim scalars (the 1.0.x format) loads strictly into the
+    # sharded model the FSDP2 way (a plain load_state_dict refuses plain tensors for DTensors)
+    plain = make_model("allreduce", rezero=True).state_dict()
+    plain["0.aion.alpha0"] = torch.tensor(0.2)
+    plain["2.aion.alpha"] = torch.tensor(0.3)
+    sharded = make_model("allreduce", rezero=True)
+    for block in sharded[:3]:
+        fully_shard(block, mesh=mesh)
+    fully_shard(sharded, mesh=mesh)
+    set_model_state_dict(
+        sharded, plain, options=StateDictOptions(full_state_dict=True, strict=True)
+    )
+    out["fsdp_loaded.alpha0"] = sharded[0].aion.alpha0.full_tensor().detach().clone()
+    out["fsdp_loaded.rezero"] = sharded[2].aion.alpha.full_tensor().detach().clone()
 
 
 def _count_collectives() -> tuple[dict[str, int], Any]:

@@ -166,3 +166,6 @@ def test_fsdp2_allreduce_training_equals_single_process(ranks: list[dict[str, Te
     for r in ranks:
         assert bool(r["fsdp_state_alpha0_is_dtensor"])
         assert r["fsdp_state_alpha0_shape"].tolist() == [1]
+        # exact: loaded values are copies
+        assert torch.equal(r["fsdp_loaded.alpha0"], torch.tensor([0.2]))
+        assert torch.equal(r["fsdp_loaded.rezero"], torch.tensor([0.3]))

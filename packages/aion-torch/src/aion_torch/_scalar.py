@@ -10,6 +10,10 @@ Under FSDP2 the saved values are DTensor shards and keep the parameter's ``(1,)`
 distributed checkpointing matches each saved shard to the sharded parameter; a full state dict
 gathered from it (``get_model_state_dict(..., options=StateDictOptions(full_state_dict=True))``)
 therefore holds ``(1,)`` tensors, which this package loads and 1.0.2 needs ``.reshape(())`` for.
+Loading into a sharded module, a plain value (0-dim or ``(1,)``, e.g. from a 1.0.x checkpoint) is
+first laid out like the sharded parameter, from each rank's own copy (no collective), so
+``set_model_state_dict(model, full_sd, options=StateDictOptions(full_state_dict=True))`` loads a
+1.0.x checkpoint into an FSDP2 model.
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from __future__ import annotations
 from typing import Any, ClassVar
 
 import torch
+import torch.distributed
 from torch import Tensor, nn
 
 __all__ = ["ScalarParamModule", "scalar_parameter"]
@@ -29,12 +34,34 @@ def scalar_parameter(value: float, *, requires_grad: bool = True) -> nn.Paramete
     )
 
 
+def _as_param_layout(value: Tensor, param: Tensor) -> Tensor:
+    """``value`` (0-dim or ``(1,)``, plain or a replicated DTensor) shaped like ``param`` (1,).
+
+    For a DTensor ``param`` (FSDP2) the result is a DTensor with ``param``'s mesh and placements,
+    built from this rank's copy of the full value (``src_data_rank=None``: no collective).
+    """
+    if not torch.distributed.is_available():
+        return value.reshape(1)
+    from torch.distributed.tensor import DTensor, distribute_tensor
+
+    if isinstance(value, DTensor):
+        if value.ndim != 0:
+            return value  # already a (1,) DTensor, e.g. FSDP2's own sharded state dict
+        value = value.full_tensor()  # a 0-dim DTensor is replicated: a local copy
+    full = value.reshape(1)
+    if isinstance(param, DTensor):
+        return distribute_tensor(
+            full.to(param.device), param.device_mesh, param.placements, src_data_rank=None
+        )
+    return full
+
+
 class ScalarParamModule(nn.Module):
     """Base of modules whose parameters named in ``scalar_params`` are ``(1,)`` scalars.
 
     ``state_dict()`` holds them as 0-dim views of the parameters (plain tensors only; with
     ``keep_vars=True`` the parameters themselves), and ``load_state_dict`` accepts 0-dim or
-    ``(1,)`` values for them.
+    ``(1,)`` values for them, also when FSDP2 has sharded the parameters.
     """
 
     scalar_params: ClassVar[tuple[str, ...]] = ()
@@ -63,8 +90,13 @@ class ScalarParamModule(nn.Module):
     ) -> None:
         for name in self.scalar_params:
             value = state_dict.get(prefix + name)
-            if isinstance(value, Tensor) and value.ndim == 0:
-                state_dict[prefix + name] = value.reshape(1)
+            param = self._parameters.get(name)
+            if (
+                isinstance(value, Tensor)
+                and param is not None
+                and (value.ndim == 0 or type(param) is not nn.Parameter)
+            ):
+                state_dict[prefix + name] = _as_param_layout(value, param)
         super()._load_from_state_dict(
             state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys, error_msgs
         )
