@@ -142,11 +142,31 @@ def test_ddp_deferred_gradient_accumulation_is_token_weighted(
     DDP broadcasts rank 0's buffers before every forward; ``pending`` must not be one of them.
     """
     emas, params = _single_process_accumulation()
+    # hand-derived first-layer EMA after step 0: token-weighted mean of E[y²]/(E[n²] + ε) over the
+    # 6 micro-batches of both ranks, n = LN(x) and y = layer(n) at the initial weights (γ = 0.9)
+    import _aion_dist_worker as worker
+
+    d, layer = worker.micro_batches(1), worker.make_model("deferred")[0].layer
+    total, count = 0.0, 0
+    with torch.no_grad():
+        for rank, counts in enumerate(worker.MICRO_TOKENS):
+            for micro in range(len(counts)):
+                n = torch.nn.functional.layer_norm(d[f"acc0.{rank}.{micro}.x"].double(), (8,))
+                y = torch.nn.functional.linear(n, layer.weight.double(), layer.bias.double())
+                r = y.pow(2).mean(-1) / (n.pow(2).mean(-1) + 1e-8)
+                total, count = total + float(r.sum()), count + r.numel()
+    assert count == sum(map(sum, worker.MICRO_TOKENS))
+    expected0 = torch.tensor(0.9 * 1.0 + 0.1 * total / count)
+    # EMAs ≈ 0.9: fp32-relative (fp32 LayerNorm and sums against float64, or another summation
+    # order); the default atol 1e-5 would be ten times looser than that
+    ema_tol = {"rtol": 1.3e-6, "atol": 0.0}
+    torch.testing.assert_close(ranks[0][f"{tag}0.ratio_ema0"], expected0, **ema_tol)
+    torch.testing.assert_close(emas[0][0], expected0, **ema_tol)
     for step, expected in enumerate(emas):
         for i, e in enumerate(expected):
             key = f"{tag}{step}.ratio_ema{i}"
             assert torch.equal(ranks[0][key], ranks[1][key]), key
-            torch.testing.assert_close(ranks[0][key], e, msg=key)
+            torch.testing.assert_close(ranks[0][key], e, msg=key, **ema_tol)
     for k, v in params.items():
         assert torch.equal(ranks[0][f"{tag}.{k}"], ranks[1][f"{tag}.{k}"]), k
         torch.testing.assert_close(ranks[0][f"{tag}.{k}"], v, msg=k)
