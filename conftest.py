@@ -1,11 +1,19 @@
-"""Repository-wide pytest configuration: the slow/gpu/distributed markers, --runslow, seeding."""
+"""Repository-wide pytest configuration: the slow/gpu/distributed markers, --runslow, seeding, and
+the hypothesis profile (derandomised under CI, so a submission's result does not depend on luck;
+local runs keep exploring new examples)."""
 
 from __future__ import annotations
 
+import os
 import random
 
 import pytest
 import torch
+from hypothesis import settings
+
+settings.register_profile("ci", derandomize=True, database=None, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
