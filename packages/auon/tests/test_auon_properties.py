@@ -1,7 +1,8 @@
 """Hypothesis properties of every auon optimiser: random shapes, dtypes and extreme gradients.
 
 Shapes are 1-D..4-D (2-D..4-D where the optimiser takes matrices only), dtypes fp32, bf16 and
-float64, gradient magnitudes 1e-20..1e20 and exact zeros. The properties: parameters and momentum
+float64, gradient magnitudes 1e-20..1e20 and exact zeros (the paper AuON step accumulates ‖G‖² in
+fp32 and skips a step whose fp32/bf16 ‖G‖ exceeds ~1.8e19). The properties: parameters and momentum
 stay finite; the paper update is scale invariant and bounded by the learning rate; a zero gradient
 only applies the decay; a NaN gradient leaves its parameter and momentum unchanged
 (``nonfinite="skip"``); the foreach path equals the loop.
@@ -76,7 +77,11 @@ def test_parameters_and_momentum_stay_finite(
         opt.step()
     assert bool(torch.isfinite(p).all())
     assert bool(torch.isfinite(opt.state[p]["momentum_buffer"]).all())
-    assert int(opt.state[p]["nonfinite_steps"]) == 0  # every gradient here is finite
+    # The paper step accumulates ‖G‖² in fp32 and skips a step whose fp32/bf16 ‖G‖ exceeds
+    # ~1.8e19 (the documented limit, pinned by test_paper_step_skips_when_norm_overflows);
+    # whether a draw at 1e19–1e20 crosses it depends on the draw. Elsewhere nothing is skipped.
+    if not (kind.startswith("auon-paper") and dtype != torch.float64 and scale >= 1e19):
+        assert int(opt.state[p]["nonfinite_steps"]) == 0  # every gradient here is finite
 
 
 def _paper_update(g: torch.Tensor, **kw: Any) -> torch.Tensor:
@@ -93,26 +98,44 @@ def _paper_update(g: torch.Tensor, **kw: Any) -> torch.Tensor:
 @given(
     shape=_shapes(2),
     dtype=_DTYPES,
-    k=st.integers(-60, 66),
+    k=st.integers(-40, 40),
     seed=st.integers(0, 2**16),
 )
-@example(shape=(4, 3), dtype=torch.float32, k=66, seed=0)
-@example(shape=(4, 3), dtype=torch.bfloat16, k=66, seed=0)
-@example(shape=(4, 3), dtype=torch.float32, k=-60, seed=0)
+@example(shape=(4, 3), dtype=torch.float32, k=40, seed=0)
+@example(shape=(4, 3), dtype=torch.bfloat16, k=40, seed=0)
+@example(shape=(4, 3), dtype=torch.float32, k=-40, seed=0)
 @example(shape=(1, 1), dtype=torch.float64, k=4, seed=477)
 def test_paper_update_is_scale_invariant(
     brake: str, shape: tuple[int, ...], dtype: torch.dtype, k: int, seed: int
 ) -> None:
-    """``U(c·g) = U(g)`` for ``c = 2**k`` (exact in every dtype), ``2^-60 ≤ c ≤ 2^66 ≈ 7e19``."""
+    """``U(c·g) = U(g)`` for ``c = 2**k`` (exact in every dtype), ``2^-40 ≤ c ≤ 2^40``.
+
+    Both norms lie in ``[2^20, 2^61]``: below, the eps in ``‖G‖ + eps`` shows (X moves by eps/‖G‖
+    relative: 2.8e-7 at ‖G‖ ≈ 0.36 in float64); above ~1.8e19 the fp32 ‖G‖² overflows and the step
+    is skipped (the documented limit).
+    """
     g = _grad(shape, dtype, 1.0, seed)
     norm = float(torch.linalg.vector_norm(g.double()))
-    floor = 2.0**20
-    if min(norm, norm * 2.0**k) < floor:
-        # X = G/(‖G‖ + eps) moves by eps/‖G‖ relative between two scales (2.8e-7 at ‖G‖ ≈ 0.36, seen
-        # in float64): keep both norms ≥ 2^20 so eps = 1e-7 is far below every dtype's rtol
-        g = g * 2.0 ** math.ceil(math.log2(floor / min(norm, norm * 2.0**k)))
+    low = min(norm, norm * 2.0**k)
+    g = g * 2.0 ** math.ceil(math.log2(2.0**20 / low))  # exact: a power of two
     u = _paper_update(g, brake=brake)
     torch.testing.assert_close(_paper_update(g * 2.0**k, brake=brake), u)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_paper_step_skips_when_norm_overflows(dtype: torch.dtype) -> None:
+    """A finite fp32/bf16 G with ‖G‖ > ~1.8e19 overflows ‖G‖² (fp32 accumulation): skipped, counted."""
+    p = torch.nn.Parameter(torch.ones(4, 3, dtype=dtype))
+    opt = AuON([p], lr=0.1, momentum=0.0, weight_decay=0.1)
+    p.grad = torch.full((4, 3), 1e19, dtype=dtype)  # ‖G‖ = 3.5e19, every entry finite
+    opt.step()
+    assert torch.equal(p.detach(), torch.ones(4, 3, dtype=dtype))
+    assert int(opt.state[p]["nonfinite_steps"]) == 1
+    p.grad = torch.full((4, 3), 1e18, dtype=dtype)  # ‖G‖ = 3.5e18: stepped
+    opt.step()
+    assert int(opt.state[p]["nonfinite_steps"]) == 1 and not torch.equal(
+        p.detach(), torch.ones(4, 3, dtype=dtype)
+    )
 
 
 @pytest.mark.parametrize("brake", ["none", "rms"])

@@ -285,11 +285,12 @@ def _paper_bucket(
         _lerp_(ms, gs, 1.0 - momentum, foreach)
         G = _lerp_into(gs, ms, momentum, out_g, foreach) if nesterov else ms
 
-    # Phase 1: Frobenius norms (local sums of squares, summed over shards).
-    # Accumulated in float64: ‖G‖² of finite fp32/bf16 entries above ~1.8e19 would overflow fp32
-    # and a finite gradient would be taken for a non-finite one (and U would lose its scale
-    # invariance); ‖G‖ itself is then rounded to the accumulation dtype.
-    sq = _all_reduce_by_key(_norms(G, foreach, dtype=torch.float64).square(), keys, "sum")
+    # Phase 1: Frobenius norms (local sums of squares, summed over shards), accumulated in the
+    # compute precision (fp32 unless float64). A finite fp32 G with ‖G‖ > ~1.8e19 overflows ‖G‖²
+    # and is treated as non-finite (skipped and counted): the documented limit. A float64
+    # accumulation would lift it but made the whole CPU step several times slower (fp64
+    # reductions of fp32 data are not vectorised there), for gradients no training survives.
+    sq = _all_reduce_by_key(_norms(G, foreach).square(), keys, "sum")
     finite = torch.isfinite(sq)
     norm = sq.sqrt().to(acc)
     inv = 1.0 / (norm + eps)
