@@ -16,6 +16,7 @@ from benchmarks.harness import (
     GPTConfig,
     bits_per_byte,
     cosine_schedule,
+    count_aten_ops,
     count_host_syncs,
     downsample,
     estimate_loss,
@@ -208,6 +209,21 @@ def test_interleaved_timing_runs_arms_in_rounds() -> None:
     assert order == ["a", "b"] * 7
     assert set(result) == {"a", "b"} and len(result["a"].samples_ms) == 5
     assert result["a"].q1_ms <= result["a"].median_ms <= result["a"].q3_ms
+
+
+def test_count_aten_ops_counts_dispatched_operators() -> None:
+    a, b = torch.ones(3), torch.ones(3)
+    assert count_aten_ops(lambda: a + b) == 1
+    assert count_aten_ops(lambda: (a + b).mul(2).sum()) == 3
+    assert count_aten_ops(lambda: None) == 0
+
+
+def test_timing_samples_us_rounds_to_significant_digits() -> None:
+    result = interleaved_timing({"a": lambda: None}, warmup=1, iters=3)
+    t = result["a"]
+    assert len(t.samples_us()) == 3
+    for ms, us in zip(t.samples_ms, t.samples_us(digits=2), strict=True):
+        assert us == float(f"{ms * 1e3:.2g}")
 
 
 def test_count_host_syncs() -> None:
