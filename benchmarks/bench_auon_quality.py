@@ -188,21 +188,25 @@ def _run(
     val_curve: list[tuple[int, float]] = []
     eval_seconds = [0.0]
 
+    def val_loss(iters: int) -> float:
+        """Validation loss on the first ``iters`` of the fixed validation batches."""
+        return estimate_loss(
+            model,
+            corpus.val,
+            batch_size=32,
+            seq_len=cfg.seq_len,
+            iters=iters,
+            seed=1234,
+            device=device,
+        )
+
     def on_step(step: int, loss: Tensor, grad_norm: Tensor, m: nn.Module) -> None:
         # called before the update of ``step``: the model has had ``step`` updates
         if not traces:
             return
         if step > 0 and step % eval_every == 0:
             e0 = time.perf_counter()
-            v = estimate_loss(
-                model,
-                corpus.val,
-                batch_size=32,
-                seq_len=cfg.seq_len,
-                iters=_CURVE_ITERS,
-                seed=1234,
-                device=device,
-            )
+            v = val_loss(_CURVE_ITERS)
             val_curve.append((step, bits_per_byte(v) if math.isfinite(v) else math.nan))
             eval_seconds[0] += time.perf_counter() - e0
         if prev:  # the update applied at step - 1
@@ -231,15 +235,7 @@ def _run(
         desc=f"{arm} lr={lr:.3g} s{seed}",
     )
     train_seconds = log.seconds - eval_seconds[0]  # the curve evaluations are not training
-    val = estimate_loss(
-        model,
-        corpus.val,
-        batch_size=32,
-        seq_len=cfg.seq_len,
-        iters=_FINAL_ITERS,
-        seed=1234,
-        device=device,
-    )
+    val = val_loss(_FINAL_ITERS)
     bpb = bits_per_byte(val) if math.isfinite(val) else math.nan
     tokens = steps * batch * cfg.seq_len
     rec: dict[str, Any] = {

@@ -288,7 +288,7 @@ def _paper_bucket(
     # Phase 1: Frobenius norms (local sums of squares, summed over shards), accumulated in the
     # compute precision (fp32 unless float64). A finite fp32 G with ‖G‖ > ~1.8e19 overflows ‖G‖²
     # and is treated as non-finite (skipped and counted): the documented limit. A float64
-    # accumulation would lift it but made the whole CPU step several times slower (fp64
+    # accumulation would lift it but made the whole CPU step about twice as slow (fp64
     # reductions of fp32 data are not vectorised there), for gradients no training survives.
     sq = _all_reduce_by_key(_norms(G, foreach).square(), keys, "sum")
     finite = torch.isfinite(sq)
