@@ -23,7 +23,10 @@ def oracle_loop(layer: INLLayer, x0: Tensor, h: Tensor, steps: int | None = None
     w2, b2 = ctrl.out.weight.double(), ctrl.out.bias.double()
     k, d = cfg.num_coefficients, cfg.d_model
     if cfg.mu_mode == "group":
-        mu = layer.mu_global.double() + layer.mu_offsets.double().repeat_interleave(cfg.group_size)[:d]
+        mu = (
+            layer.mu_global.double()
+            + layer.mu_offsets.double().repeat_interleave(cfg.group_size)[:d]
+        )
     else:
         mu = layer.mu.double()
     x, h = x0.double(), h.double()

@@ -16,7 +16,9 @@ def test_closed_form_recursion_equals_the_unrolled_loop() -> None:
     gen = torch.Generator().manual_seed(1)
     steps, shape = 12, (4, 7)
     raw = torch.randn(3, steps, *shape, generator=gen, dtype=torch.float64)
-    alpha, beta, g = stable_coefficients(raw[0], raw[1], raw[2], alpha_max=0.95, p_margin=0.9, dt=DT)
+    alpha, beta, g = stable_coefficients(
+        raw[0], raw[1], raw[2], alpha_max=0.95, p_margin=0.9, dt=DT
+    )
     mu = torch.randn(shape, generator=gen, dtype=torch.float64)
     x0 = torch.randn(shape, generator=gen, dtype=torch.float64)
     x, v = x0, torch.zeros_like(x0)
@@ -67,7 +69,9 @@ CONFIGS = [
 ]
 
 
-@pytest.mark.parametrize("options", CONFIGS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default")
+@pytest.mark.parametrize(
+    "options", CONFIGS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()) or "default"
+)
 @pytest.mark.parametrize("training", [False, True])
 def test_layer_equals_the_float64_oracle(options: dict[str, object], training: bool) -> None:
     torch.manual_seed(0)
@@ -110,7 +114,14 @@ def test_hierarchical_output_is_an_elementwise_rescaling_of_x0_minus_mu() -> Non
     alphas, betas, gs = [], [], []
     for _ in range(5):
         raw = layer.controller(ctx, x, v)
-        a, b, g = stable_coefficients(raw[..., 0, :], raw[..., 1, :], raw[..., 2, :], alpha_max=cfg.alpha_max, p_margin=cfg.p_margin, dt=cfg.dt)
+        a, b, g = stable_coefficients(
+            raw[..., 0, :],
+            raw[..., 1, :],
+            raw[..., 2, :],
+            alpha_max=cfg.alpha_max,
+            p_margin=cfg.p_margin,
+            dt=cfg.dt,
+        )
         alphas.append(a)
         betas.append(b)
         gs.append(g)

@@ -7,6 +7,7 @@ polynomial, and the numbers the spec derives for the shipped initialisations.
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -88,7 +89,9 @@ def test_spectral_radius_of_the_shipped_inits(
 def test_complex_case_matches_closed_form_modulus_for_the_first_init() -> None:
     # (α 0.8, p = 0.1·0.5·0.5 = 0.025) lies inside the complex band, so ρ = √0.8 exactly.
     a = torch.tensor(0.8, dtype=torch.float64)
-    got = spectral_radius(a, torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64), DT)
+    got = spectral_radius(
+        a, torch.tensor(0.5, dtype=torch.float64), torch.tensor(0.5, dtype=torch.float64), DT
+    )
     torch.testing.assert_close(got, a.sqrt(), rtol=1e-12, atol=0.0)
 
 
@@ -97,11 +100,13 @@ def test_energy_is_not_monotone() -> None:
     # although the matrix is stable. The energy argument of the original documentation is false.
     alpha, beta, g = 0.9, 0.1, 0.5
     m = iteration_matrix(*(torch.tensor(x, dtype=torch.float64) for x in (alpha, beta, g)), DT)
-    assert spectral_radius(*(torch.tensor(x, dtype=torch.float64) for x in (alpha, beta, g)), DT) < 1
+    assert (
+        spectral_radius(*(torch.tensor(x, dtype=torch.float64) for x in (alpha, beta, g)), DT) < 1
+    )
     state = torch.tensor([1.0, 0.0], dtype=torch.float64)
     energies = [0.5 * state.square().sum().item()]
     for _ in range(50):
         state = m @ state
         energies.append(0.5 * state.square().sum().item())
-    rises = sum(b > a for a, b in zip(energies, energies[1:], strict=False))
+    rises = sum(b > a for a, b in itertools.pairwise(energies))
     assert rises == 6

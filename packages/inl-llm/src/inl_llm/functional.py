@@ -144,7 +144,8 @@ def iteration_matrix(alpha: Tensor, beta: Tensor, g: Tensor, dt: float) -> Tenso
 def spectral_radius(alpha: Tensor, beta: Tensor, g: Tensor, dt: float) -> Tensor:
     """ρ(M) of :func:`iteration_matrix`, from float64 eigenvalues; shape (...)."""
     m = iteration_matrix(alpha.double(), beta.double(), g.double(), dt)
-    return torch.linalg.eigvals(m).abs().amax(dim=-1)
+    rho: Tensor = torch.linalg.eigvals(m).abs().amax(dim=-1)
+    return rho
 
 
 def fixed_point(mu: Tensor, alpha: Tensor, beta: Tensor, v_cand: Tensor) -> Tensor:

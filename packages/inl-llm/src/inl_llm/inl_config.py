@@ -97,8 +97,10 @@ class INLConfig:
         _positive_int("num_iterations", self.num_iterations)
         _positive_int("controller_hidden", self.controller_hidden)
         _positive_int("group_size", self.group_size)
-        if not isinstance(self.min_iterations, int) or not 1 <= self.min_iterations:
-            raise ValueError(f"INLConfig.min_iterations must be an int >= 1, got {self.min_iterations!r}")
+        if not isinstance(self.min_iterations, int) or self.min_iterations < 1:
+            raise ValueError(
+                f"INLConfig.min_iterations must be an int >= 1, got {self.min_iterations!r}"
+            )
         if self.min_iterations > self.num_iterations:
             raise ValueError(
                 f"INLConfig.min_iterations ({self.min_iterations}) must not exceed "
@@ -117,7 +119,9 @@ class INLConfig:
         if not 0.0 < self.init_g < 1.0:
             raise ValueError(f"INLConfig.init_g must lie in (0, 1), got {self.init_g!r}")
         if self.init_damping != "critical":
-            if not isinstance(self.init_damping, int | float) or isinstance(self.init_damping, bool):
+            if not isinstance(self.init_damping, int | float) or isinstance(
+                self.init_damping, bool
+            ):
                 raise ValueError(
                     f"INLConfig.init_damping must be 'critical' or a float, got {self.init_damping!r}"
                 )
@@ -128,9 +132,13 @@ class INLConfig:
                     f"got {self.init_damping!r}"
                 )
         if not math.isfinite(self.output_gate_init):
-            raise ValueError(f"INLConfig.output_gate_init must be finite, got {self.output_gate_init!r}")
+            raise ValueError(
+                f"INLConfig.output_gate_init must be finite, got {self.output_gate_init!r}"
+            )
         if not (math.isfinite(self.halt_eps) and self.halt_eps > 0):
-            raise ValueError(f"INLConfig.halt_eps must be a finite float > 0, got {self.halt_eps!r}")
+            raise ValueError(
+                f"INLConfig.halt_eps must be a finite float > 0, got {self.halt_eps!r}"
+            )
         if not (math.isfinite(self.excitation_amplitude) and self.excitation_amplitude >= 0):
             raise ValueError(
                 f"INLConfig.excitation_amplitude must be finite and >= 0, got {self.excitation_amplitude!r}"

@@ -81,7 +81,8 @@ class INLController(nn.Module):
 
     def context(self, h: Tensor) -> Tensor:
         """Project the context once per forward: (..., D) → (..., H)."""
-        return self.in_h(h)
+        context: Tensor = self.in_h(h)
+        return context
 
     def forward(self, context: Tensor, x: Tensor, v: Tensor) -> Tensor:
         """Raw outputs of one step.
@@ -95,7 +96,7 @@ class INLController(nn.Module):
             (..., k, D): the raw a, b, c[, u] along dimension −2.
         """
         hidden = torch.relu(context + self.in_xv(torch.cat([x, v], dim=-1)))
-        raw = self.out(hidden)
+        raw: Tensor = self.out(hidden)
         return raw.unflatten(-1, (self.config.num_coefficients, self.config.d_model))
 
 

@@ -68,6 +68,8 @@ class INLLayer(nn.Module):
         True
     """
 
+    excite_index: Tensor
+
     def __init__(self, config: INLConfig, shared: SharedINLController | None = None) -> None:
         super().__init__()
         if not isinstance(config, INLConfig):
@@ -199,8 +201,9 @@ class INLLayer(nn.Module):
         shared = self.shared_controller
         if shared is None:
             assert self.controller is not None
-            return self.controller(context, x, v)
-        raw = shared(context, x, v)
+            own: Tensor = self.controller(context, x, v)
+            return own
+        raw: Tensor = shared(context, x, v)
         return raw * self.film_scale.to(raw.dtype)[:, None] + self.film_bias.to(raw.dtype)[:, None]
 
     def _context(self, h: Tensor) -> Tensor:
@@ -308,13 +311,15 @@ class INLLayer(nn.Module):
         if return_trajectory and self.config.halting == "threshold":
             raise ValueError("INLLayer: return_trajectory needs halting='none' (the fixed-T path)")
         if self.config.halting == "threshold":
-            x_final, stats = self._halting_forward(x0, h, mask)
+            x_final, stats_or_none = self._halting_forward(x0, h, mask)
         else:
-            x_final, stats = self._fixed_forward(x0, h, mask, return_stats, return_trajectory)
+            x_final, stats_or_none = self._fixed_forward(
+                x0, h, mask, return_stats, return_trajectory
+            )
         out = self._output(x_final, x0, mask)
         if return_stats:
-            assert stats is not None
-            return out, stats
+            assert stats_or_none is not None
+            return out, stats_or_none
         return out
 
     def _output(self, x_final: Tensor, x0: Tensor, mask: Tensor | None) -> Tensor:
@@ -338,8 +343,12 @@ class INLLayer(nn.Module):
         if mask is not None and (
             not isinstance(mask, Tensor) or mask.dtype != torch.bool or mask.shape != x0.shape[:2]
         ):
-            got = (tuple(mask.shape), mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
-            raise ValueError(f"INLLayer: mask must be a bool (B, S) = {tuple(x0.shape[:2])}, got {got}")
+            got = (
+                (tuple(mask.shape), mask.dtype) if isinstance(mask, Tensor) else type(mask).__name__
+            )
+            raise ValueError(
+                f"INLLayer: mask must be a bool (B, S) = {tuple(x0.shape[:2])}, got {got}"
+            )
 
     def _fixed_forward(
         self,
@@ -435,6 +444,5 @@ class INLLayer(nn.Module):
 
 def _relative_step(x_new: Tensor, x_old: Tensor) -> Tensor:
     """‖x_new − x_old‖₂ / (‖x_old‖₂ + 1e-6) over the last dimension."""
-    return torch.linalg.vector_norm(x_new - x_old, dim=-1) / (
-        torch.linalg.vector_norm(x_old, dim=-1) + _NORM_EPS
-    )
+    num: Tensor = torch.linalg.vector_norm(x_new - x_old, dim=-1)
+    return num / (torch.linalg.vector_norm(x_old, dim=-1) + _NORM_EPS)
