@@ -97,7 +97,7 @@ class INLController(nn.Module):
         """
         hidden = torch.relu(context + self.in_xv(torch.cat([x, v], dim=-1)))
         raw: Tensor = self.out(hidden)
-        return raw.unflatten(-1, (self.config.num_coefficients, self.config.d_model))
+        return raw.view(*raw.shape[:-1], self.config.num_coefficients, self.config.d_model)
 
 
 class SharedINLController(INLController):

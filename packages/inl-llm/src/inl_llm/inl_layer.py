@@ -310,6 +310,7 @@ class INLLayer(nn.Module):
         self._check_inputs(x0, h, mask)
         if return_trajectory and self.config.halting == "threshold":
             raise ValueError("INLLayer: return_trajectory needs halting='none' (the fixed-T path)")
+        stats_or_none: INLStats | None
         if self.config.halting == "threshold":
             x_final, stats_or_none = self._halting_forward(x0, h, mask)
         else:
@@ -445,4 +446,5 @@ class INLLayer(nn.Module):
 def _relative_step(x_new: Tensor, x_old: Tensor) -> Tensor:
     """‖x_new − x_old‖₂ / (‖x_old‖₂ + 1e-6) over the last dimension."""
     num: Tensor = torch.linalg.vector_norm(x_new - x_old, dim=-1)
-    return num / (torch.linalg.vector_norm(x_old, dim=-1) + _NORM_EPS)
+    den: Tensor = torch.linalg.vector_norm(x_old, dim=-1)
+    return num / (den + _NORM_EPS)
