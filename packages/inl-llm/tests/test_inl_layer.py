@@ -289,3 +289,24 @@ def test_low_precision_forward_is_finite_and_close(dtype: torch.dtype) -> None:
     torch.testing.assert_close(
         out.float(), ref, rtol=0.05, atol=0.05
     )  # bf16 has 8 bits of mantissa
+
+
+def test_a_foreign_copy_of_inlconfig_is_accepted() -> None:
+    # trust_remote_code loads configuration and modelling files into separate module folders, so
+    # the config's INLConfig is another class with the same fields; the layer re-creates it.
+    import dataclasses
+
+    import inl_llm.inl_config as mod
+
+    foreign_cls = dataclasses.make_dataclass(
+        "INLConfig",
+        [(f.name, f.type, f) for f in dataclasses.fields(mod.INLConfig)],
+        frozen=True,
+        kw_only=True,
+    )
+    foreign = foreign_cls(d_model=8, num_iterations=2)
+    layer = INLLayer(foreign)
+    assert type(layer.config) is INLConfig
+    assert layer.config == INLConfig(d_model=8, num_iterations=2)
+    with pytest.raises(TypeError, match="INLConfig"):
+        INLLayer(object())  # type: ignore[arg-type]

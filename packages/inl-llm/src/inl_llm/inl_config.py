@@ -7,7 +7,7 @@ This file is copied next to a saved checkpoint by ``save_pretrained`` (it is imp
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from typing import Literal, get_args
 
 Variant = Literal["hierarchical", "full"]
@@ -178,6 +178,27 @@ class INLConfig:
         if self.init_damping == "critical":
             return (1.0 - math.sqrt(self.init_alpha)) ** 2
         return float(self.init_damping)
+
+
+def as_inl_config(config: object, owner: str) -> INLConfig:
+    """``config`` as an :class:`INLConfig` of this module.
+
+    Under ``trust_remote_code`` transformers loads the configuration and the modelling files into
+    separate module folders, so the configuration's ``INLConfig`` is a different class from the
+    one the layer imports; a dataclass named ``INLConfig`` is re-created field by field.
+
+    Raises:
+        TypeError: for anything else.
+    """
+    if isinstance(config, INLConfig):
+        return config
+    if (
+        type(config).__name__ == "INLConfig"
+        and is_dataclass(config)
+        and not isinstance(config, type)
+    ):
+        return INLConfig(**asdict(config))
+    raise TypeError(f"{owner}: config must be an INLConfig, got {type(config).__name__}")
 
 
 def _positive_int(name: str, value: object) -> None:

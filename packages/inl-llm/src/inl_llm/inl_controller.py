@@ -17,7 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from .functional import logit
-from .inl_config import INLConfig
+from .inl_config import INLConfig, as_inl_config
 
 __all__ = ["INLController", "SharedINLController"]
 
@@ -32,6 +32,7 @@ class INLController(nn.Module):
 
     def __init__(self, config: INLConfig) -> None:
         super().__init__()
+        config = as_inl_config(config, type(self).__name__)
         self.config = config
         d, hidden, k = config.d_model, config.controller_hidden, config.num_coefficients
         self.in_h = nn.Linear(d, hidden, bias=True)

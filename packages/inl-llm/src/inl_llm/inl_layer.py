@@ -28,7 +28,7 @@ from torch import Tensor, nn
 from torch.utils.checkpoint import checkpoint
 
 from .functional import inl_step, reference_coefficients, stable_coefficients
-from .inl_config import INLConfig
+from .inl_config import INLConfig, as_inl_config
 from .inl_controller import INLController, SharedINLController
 
 __all__ = ["INLConfig", "INLLayer", "INLStats", "SharedINLController"]
@@ -72,8 +72,7 @@ class INLLayer(nn.Module):
 
     def __init__(self, config: INLConfig, shared: SharedINLController | None = None) -> None:
         super().__init__()
-        if not isinstance(config, INLConfig):
-            raise TypeError(f"INLLayer: config must be an INLConfig, got {type(config).__name__}")
+        config = as_inl_config(config, "INLLayer")
         self.config = config
         d, k = config.d_model, config.num_coefficients
         if config.controller_scope == "shared":
