@@ -374,6 +374,11 @@ class INLPreTrainedModel(PreTrainedModel):  # type: ignore[no-untyped-call]
             _reset_keeping_loaded(module)
         elif isinstance(module, nn.Linear):
             if getattr(module, "_inl_owned", False):
+                # transformers skips (in custom code) a module without parameters of its own, such
+                # as the controller whose weights all live in these Linears: reset it from here.
+                owner = self._inl_owner(module)
+                if owner is not None:
+                    _reset_keeping_loaded(owner)
                 return
             nn.init.normal_(module.weight, mean=0.0, std=std)
             if module.bias is not None:
@@ -386,6 +391,13 @@ class INLPreTrainedModel(PreTrainedModel):  # type: ignore[no-untyped-call]
             bias = getattr(module, "bias", None)
             if isinstance(bias, Tensor):
                 nn.init.zeros_(bias)
+
+    def _inl_owner(self, linear: nn.Linear) -> INLController | None:
+        """The INL controller whose child ``linear`` is."""
+        for m in self.modules():
+            if isinstance(m, INLController) and any(c is linear for c in m.children()):
+                return m
+        return None
 
     def _apply_config_checkpointing(self) -> None:
         if self.config.use_gradient_checkpointing:
