@@ -118,7 +118,7 @@ def test_register_auto_classes(tmp_path: Path) -> None:
     assert isinstance(config, INLLLMConfig)
     assert isinstance(AutoModel.from_config(config), INLModel)
     assert isinstance(AutoModelForCausalLM.from_config(config), INLForCausalLM)
-    model, path = _saved(tmp_path)
+    _, path = _saved(tmp_path)
     loaded = AutoModelForCausalLM.from_pretrained(path)
     assert type(loaded) is INLForCausalLM
 
