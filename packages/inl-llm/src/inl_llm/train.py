@@ -38,6 +38,7 @@ arguments (``--steps``, ``--output-dir``, ``--eval-interval``, ``--save-interval
 """
 
 import argparse
+import dataclasses
 import json
 import math
 import platform
@@ -194,8 +195,23 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     run, session = _resolve(args, state)
     device = _device(session["device"])
     amp_dtype = _amp_dtype(session["dtype"], device)
+    threads = torch.get_num_threads()
     if session["threads"] is not None:
         torch.set_num_threads(session["threads"])
+    try:
+        return _train(args, state, run, session, device, amp_dtype)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _train(
+    args: argparse.Namespace,
+    state: TrainingState | None,
+    run: dict[str, Any],
+    session: dict[str, Any],
+    device: torch.device,
+    amp_dtype: torch.dtype | None,
+) -> dict[str, Any]:
     output_dir = Path(
         session["output_dir"]
         if session["output_dir"] is not None
@@ -203,7 +219,14 @@ def train(args: argparse.Namespace) -> dict[str, Any]:
     )
     overrides = _config_overrides(run)
     # Fail on a bad preset or override before the tokenizer is trained.
-    INLLLMConfig.from_preset(run["preset"], **overrides)
+    try:
+        INLLLMConfig.from_preset(run["preset"])
+    except ValueError as error:
+        raise ValueError(f"--preset {run['preset']!r}: {error}") from error
+    try:
+        INLLLMConfig.from_preset(run["preset"], **overrides)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"model overrides {overrides}: {error}") from error
     splits = load_splits(run["text_file"])
     if state is not None and state.extra.get("data_sha256") != splits.meta["sha256"]:
         raise ValueError(
@@ -449,11 +472,15 @@ def _config_overrides(run: dict[str, Any]) -> dict[str, Any]:
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise ValueError(f"--config expects KEY=VALUE, got {item!r}")
+        key = key.strip()
+        known = {f.name for f in dataclasses.fields(INLLLMConfig)} | set(INLLLMConfig.attribute_map)
+        if key not in known:
+            raise ValueError(f"--config {key}=…: {key!r} is not an INLLLMConfig field")
         try:
             value: Any = json.loads(text)
         except json.JSONDecodeError:
             value = text
-        overrides[key.strip()] = value
+        overrides[key] = value
     for key in ("vocab_size", "bos_token_id", "eos_token_id", "pad_token_id"):
         if key in overrides:
             raise ValueError(f"--config {key}=… is set from the tokenizer; use --vocab-size")
