@@ -21,7 +21,7 @@ from .stats import (
     wilson_interval,
 )
 from .timing import Timing, count_aten_ops, count_host_syncs, interleaved_timing
-from .train import TrainLog, cosine_schedule, estimate_loss, train_lm
+from .train import LossModel, TrainLog, cosine_schedule, estimate_loss, train_lm
 
 __all__ = [
     "GPT",
@@ -31,6 +31,7 @@ __all__ = [
     "CausalSelfAttention",
     "Corpus",
     "GPTConfig",
+    "LossModel",
     "MeanInterval",
     "PlainResidual",
     "Timing",

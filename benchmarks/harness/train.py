@@ -4,17 +4,39 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 import torch
 from torch import nn
 
 from .data import get_batch
-from .model import GPT
 from .progress import progress
 
 OnStep = Callable[[int, torch.Tensor, torch.Tensor, nn.Module], None]
+_Self = TypeVar("_Self")
+
+
+class LossModel(Protocol):
+    """What training and evaluation need of a model: an ``nn.Module`` with ``loss(x, y)``.
+
+    The harness :class:`~benchmarks.harness.GPT` is one; any module with a ``loss`` method taking
+    (B, T) int64 inputs and targets and returning the mean cross-entropy in nats is another.
+    """
+
+    training: bool
+
+    def loss(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor: ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]: ...
+
+    def train(self: _Self, mode: bool = True) -> _Self: ...
+
+    def eval(self: _Self) -> _Self: ...
+
+
+_Model = TypeVar("_Model", bound=LossModel)
 
 
 @dataclass
@@ -40,7 +62,7 @@ def cosine_schedule(
 
 @torch.no_grad()
 def estimate_loss(
-    model: GPT,
+    model: LossModel,
     data: torch.Tensor,
     *,
     batch_size: int,
@@ -62,7 +84,7 @@ def estimate_loss(
 
 
 def train_lm(
-    model: GPT,
+    model: _Model,
     optimizer: torch.optim.Optimizer,
     data: torch.Tensor,
     *,
@@ -73,7 +95,7 @@ def train_lm(
     device: torch.device | str = "cpu",
     clip: float | None = 1.0,
     schedule: Callable[[int], float] | None = None,
-    on_step: OnStep | None = None,
+    on_step: Callable[[int, torch.Tensor, torch.Tensor, _Model], None] | None = None,
     progress_bar: bool = True,
     desc: str = "train",
 ) -> TrainLog:
