@@ -216,3 +216,13 @@ def test_padding_gets_zero_inl_update() -> None:
     assert torch.equal(update[1, :4], torch.zeros_like(update[1, :4]))
     assert float(update[1, 4:].abs().sum()) > 0
     assert float(F.mse_loss(update[0], torch.zeros_like(update[0]))) > 0
+
+
+def test_cache_by_default_in_eval_only() -> None:
+    model = _model(perturbed=False)
+    ids = torch.randint(3, VOCAB, (1, 4))
+    assert model.train()(ids).past_key_values is None
+    assert model.train()(ids, use_cache=True).past_key_values is not None
+    with torch.no_grad():
+        assert model.eval()(ids).past_key_values is not None
+        assert model.eval()(ids, use_cache=False).past_key_values is None

@@ -492,7 +492,8 @@ class INLModel(INLPreTrainedModel):  # type: ignore[no-untyped-call]
             past_key_values: a :class:`~transformers.Cache` to continue; with ``use_cache`` and
                 none given, a new :class:`~transformers.DynamicCache` is created.
             inputs_embeds: (B, S, D) input embeddings instead of ids.
-            use_cache: return the cache (default ``config.use_cache``).
+            use_cache: return the cache (default ``config.use_cache`` in eval mode, False in
+                training).
             **kwargs: ``output_hidden_states``; others are accepted and ignored.
 
         Returns:
@@ -526,7 +527,8 @@ class INLModel(INLPreTrainedModel):  # type: ignore[no-untyped-call]
                 )
             hidden = inputs_embeds
         b, s = hidden.shape[:2]
-        use_cache = self.config.use_cache if use_cache is None else use_cache
+        if use_cache is None:  # a cache is for inference; training asks for one explicitly
+            use_cache = self.config.use_cache and not self.training
         if use_cache and past_key_values is None:
             past_key_values = DynamicCache(config=self.config)
         past = past_key_values.get_seq_length() if past_key_values is not None else 0
@@ -540,7 +542,9 @@ class INLModel(INLPreTrainedModel):  # type: ignore[no-untyped-call]
             hidden = hidden + _sinusoidal_positions(position_ids, d, hidden.dtype)
         attn_mask = _attention_mask(key_mask, s, past, hidden.device)
 
-        want_hidden = bool(kwargs.get("output_hidden_states", self.config.output_hidden_states))
+        want_hidden = kwargs.get("output_hidden_states")
+        if want_hidden is None:
+            want_hidden = bool(self.config.output_hidden_states)
         all_hidden: list[Tensor] = []
         iterations: list[Tensor] = []
         for layer in self.layers:
