@@ -23,8 +23,9 @@ __all__ = ["INLLLMConfig"]
 _LEGACY_KEYS = ("integrator_type", "controller_type", "equilibrium_type", "excitation_type")
 
 # d_model / num_layers / num_heads / num_iterations_per_layer / feedforward_dim (spec §2). "tiny" is
-# ours: about a minute for 200 training steps (batch 16 × 64 tokens) on 2 CPU cores with a 4k–8k
-# BPE vocabulary — pass ``vocab_size`` to match the tokenizer.
+# ours, sized for CPU runs: 2.26 M parameters with a 6000-token BPE vocabulary (pass ``vocab_size``
+# to match the tokenizer); the target is 200 training steps of 8 × 64 tokens in about a minute on
+# 2 CPU cores (a target, not a measurement: see the inl-llm docs for measured step times).
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "d_model": 128,
@@ -348,8 +349,8 @@ class INLLLMConfig(PreTrainedConfig):  # type: ignore[no-untyped-call]  # transf
         """A configuration of a named size, with any field overridden.
 
         Args:
-            name: ``"tiny"`` (d 128, 4 layers, 4 heads, T 3, ff 512, max_seq_len 512: about a
-                minute for 200 steps of batch 16 × 64 tokens on 2 CPU cores with a 4k–8k vocab),
+            name: ``"tiny"`` (d 128, 4 layers, 4 heads, T 3, ff 512, max_seq_len 512; sized for
+                CPU runs with a 4k–8k vocabulary, 2.26 M parameters at V = 6000),
                 ``"small"`` (512/6/8/5/2048), ``"medium"`` (768/12/12/7/3072) or ``"large"``
                 (1024/24/16/10/4096) — d_model / num_layers / num_heads /
                 num_iterations_per_layer / feedforward_dim.
