@@ -25,7 +25,7 @@ _LEGACY_KEYS = ("integrator_type", "controller_type", "equilibrium_type", "excit
 # d_model / num_layers / num_heads / num_iterations_per_layer / feedforward_dim (spec §2). "tiny" is
 # ours, sized for CPU runs: 2.26 M parameters with a 6000-token BPE vocabulary (pass ``vocab_size``
 # to match the tokenizer); the target is 200 training steps of 8 × 64 tokens in about a minute on
-# 2 CPU cores (a target, not a measurement: see the inl-llm docs for measured step times).
+# 2 CPU cores (a target; this file makes no timing claim).
 _PRESETS: dict[str, dict[str, Any]] = {
     "tiny": {
         "d_model": 128,
