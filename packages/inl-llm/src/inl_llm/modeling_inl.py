@@ -366,16 +366,19 @@ class INLPreTrainedModel(PreTrainedModel):  # type: ignore[no-untyped-call]
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
-        """N(0, initializer_range) for embeddings, attention, FFN and head; norms at 1/0; the INL
-        modules keep their own init (``reset_parameters``) and the controller Linears they mark
-        ``_inl_owned`` are skipped here."""
+        """N(0, initializer_range) for embeddings, attention, FFN and head; norms at 1/0.
+
+        The INL modules keep their own init: an :class:`~inl_llm.INLLayer` or controller is reset
+        with its ``reset_parameters()`` (tensors already loaded by ``from_pretrained`` are kept),
+        and a controller Linear marked ``_inl_owned`` never gets the normal init; it triggers the
+        reset of its controller instead (transformers does not visit, in custom code, a module
+        without parameters of its own, such as the controller).
+        """
         std = self.config.initializer_range
         if isinstance(module, INLLayer | INLController):
             _reset_keeping_loaded(module)
         elif isinstance(module, nn.Linear):
             if getattr(module, "_inl_owned", False):
-                # transformers skips (in custom code) a module without parameters of its own, such
-                # as the controller whose weights all live in these Linears: reset it from here.
                 owner = self._inl_owner(module)
                 if owner is not None:
                     _reset_keeping_loaded(owner)
