@@ -494,3 +494,33 @@ class INLTimer:
     def remove(self) -> None:
         for h in self._handles:
             h.remove()
+
+
+@torch.no_grad()
+def evaluate(model: ByteLM, val: Tensor, spec: RunSpec, device: torch.device) -> dict[str, Any]:
+    """Validation loss and INL iterations on the same fixed windows as :func:`validation_loss`.
+
+    Returns:
+        ``val_loss`` (nats/byte), ``val_bpb``, ``iterations`` (mean over layers and tokens) and
+        ``iterations_per_layer`` (L,).
+    """
+    was_training = model.training
+    model.eval()
+    gen = torch.Generator().manual_seed(1234)
+    total = torch.zeros((), device=device)
+    per_layer = torch.zeros(model.lm.config.num_layers, device=device)
+    for _ in range(spec.val_batches):
+        x, y = get_batch(val, spec.val_batch, spec.seq_len, gen, device)
+        out = model(x)
+        assert out.logits is not None and out.inl_iterations is not None
+        total += F.cross_entropy(out.logits.flatten(0, 1).float(), y.flatten())
+        per_layer += out.inl_iterations
+    model.train(was_training)
+    loss = float(total) / spec.val_batches
+    layers = (per_layer / spec.val_batches).tolist()
+    return {
+        "val_loss": loss,
+        "val_bpb": bits_per_byte(loss) if math.isfinite(loss) else math.nan,
+        "iterations": sum(layers) / len(layers),
+        "iterations_per_layer": layers,
+    }
