@@ -14,6 +14,7 @@ Non-embedding parameters are ``attention + inl_controller + inl_other + ffn + no
 
 from __future__ import annotations
 
+import argparse
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -32,6 +33,7 @@ from benchmarks.harness import (
     get_batch,
     seed_everything,
     train_lm,
+    write_results,
 )
 from inl_llm import INLLayer, INLStats, SharedINLController
 from inl_llm.configuration_inl import INLLLMConfig
@@ -314,55 +316,78 @@ def validation_loss(model: ByteLM, val: Tensor, spec: RunSpec, device: torch.dev
     )
 
 
-def train_run(
-    cfg: INLLLMConfig,
-    arm: Arm,
-    lr: float,
-    seed: int,
-    corpus: Any,
-    spec: RunSpec,
-    device: torch.device,
-    *,
-    progress: bool,
-    desc: str,
-) -> tuple[ByteLM, dict[str, Any]]:
-    """Seed, build, train with AdamW and the harness cosine schedule (10% warm-up), evaluate.
+@dataclass(frozen=True, kw_only=True)
+class Trainer:
+    """Where and how the runs of one benchmark invocation train: corpus, budget, device."""
 
-    The batches depend only on ``seed`` (same data order across arms). Returns the trained model
-    and its record: final validation bits/byte, training seconds and tokens/s of this run,
-    a downsampled loss curve.
-    """
-    seed_everything(seed)
-    model = build_lm(cfg, inl=arm.inl).to(device)
-    log = train_lm(
-        model,
-        make_optimizer(model, lr),
-        corpus.train,
-        steps=spec.steps,
-        batch_size=spec.batch,
-        seq_len=spec.seq_len,
-        seed=seed,
-        device=device,
-        clip=spec.clip,
-        schedule=lambda s: cosine_schedule(s, spec.steps),
-        progress_bar=progress,
-        desc=desc,
-    )
-    val = validation_loss(model, corpus.val, spec, device)
-    tokens = spec.steps * spec.batch * spec.seq_len
-    record: dict[str, Any] = {
-        "arm": arm.name,
-        "lr": lr,
-        "seed": seed,
-        "val_loss": val,
-        "val_bpb": bits_per_byte(val) if math.isfinite(val) else math.nan,
-        "crashed": log.crashed,
-        "train_seconds": log.seconds,
-        "tokens": tokens,
-        "run_tokens_per_s": tokens / log.seconds if log.seconds > 0 else math.nan,
-        "final_train_bpb": bits_per_byte(log.losses[-1]),
-    }
-    return model, record
+    corpus: Any
+    spec: RunSpec
+    device: torch.device
+    progress: bool = True
+
+    def run(
+        self, cfg: INLLLMConfig, arm: Arm, lr: float, seed: int, tag: str = ""
+    ) -> tuple[ByteLM, dict[str, Any]]:
+        """Seed, build, train with AdamW and the harness cosine schedule (10% warm-up), evaluate.
+
+        The batches depend only on ``seed`` (same data order across arms). Returns the trained
+        model and its record: final validation bits/byte, training seconds and tokens/s of the run.
+        """
+        spec, device = self.spec, self.device
+        seed_everything(seed)
+        model = build_lm(cfg, inl=arm.inl).to(device)
+        log = train_lm(
+            model,
+            make_optimizer(model, lr),
+            self.corpus.train,
+            steps=spec.steps,
+            batch_size=spec.batch,
+            seq_len=spec.seq_len,
+            seed=seed,
+            device=device,
+            clip=spec.clip,
+            schedule=lambda s: cosine_schedule(s, spec.steps),
+            progress_bar=self.progress,
+            desc=f"{tag or arm.name} lr={lr:.3g} s{seed}",
+        )
+        val = validation_loss(model, self.corpus.val, spec, device)
+        tokens = spec.steps * spec.batch * spec.seq_len
+        record: dict[str, Any] = {
+            "arm": arm.name,
+            "lr": lr,
+            "seed": seed,
+            "val_loss": val,
+            "val_bpb": bits_per_byte(val) if math.isfinite(val) else math.nan,
+            "crashed": log.crashed,
+            "train_seconds": log.seconds,
+            "tokens": tokens,
+            "run_tokens_per_s": tokens / log.seconds if log.seconds > 0 else math.nan,
+            "final_train_bpb": bits_per_byte(log.losses[-1]),
+        }
+        return model, record
+
+    def choose_lr(
+        self,
+        cfg: INLLLMConfig,
+        arm: Arm,
+        *,
+        fixed: float | None,
+        centre: float,
+        max_extend: int,
+        selection_seed: int,
+        tag: str = "",
+    ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+        """The lr of one arm: ``fixed`` when given (no grid, no records), else :func:`select_lr`
+        on ``selection_seed``. Returns the grid records (tagged ``model=tag``) and the summary."""
+        if fixed is not None:
+            return [], fixed_lr(fixed)
+        print(f"{tag or arm.name}: lr grid on selection seed {selection_seed}", flush=True)
+
+        def tune(lr: float) -> dict[str, Any]:
+            record = self.run(cfg, arm, lr, selection_seed, tag)[1]
+            return {**record, "model": tag} if tag else record
+
+        return select_lr(tune, centre, max_extend=max_extend)
 
 
 def score(record: dict[str, Any]) -> float:
@@ -523,4 +548,44 @@ def evaluate(model: ByteLM, val: Tensor, spec: RunSpec, device: torch.device) ->
         "val_bpb": bits_per_byte(loss) if math.isfinite(loss) else math.nan,
         "iterations": sum(layers) / len(layers),
         "iterations_per_layer": layers,
+    }
+
+
+def publish(
+    args: argparse.Namespace,
+    name: str,
+    *,
+    config: dict[str, Any],
+    records: list[dict[str, Any]],
+    markdown: str,
+    figures: dict[str, Any],
+    device: torch.device,
+) -> None:
+    """Write ``docs/results/inl-llm/<name>[_quick|_gpu].{json,md,png}`` and print the markdown."""
+    suffix = "_quick" if args.quick else ("_gpu" if args.gpu else "")
+    path = write_results(
+        "inl-llm",
+        name + suffix,
+        config=config,
+        records=records,
+        markdown=markdown,
+        figures=figures,
+        out_dir=args.out,
+        device=device,
+    )
+    print(markdown)
+    print(f"wrote {path} in {config['wall_seconds'] / 60:.1f} min")
+
+
+def common_config(
+    args: argparse.Namespace, corpus: Any, shape: Shape, spec: RunSpec, seeds: list[int]
+) -> dict[str, Any]:
+    """The configuration keys both inl-llm benchmarks record."""
+    return {
+        "quick": args.quick,
+        "gpu": args.gpu,
+        "corpus": corpus.name,
+        "shape": shape.__dict__,
+        "run": spec.__dict__,
+        "seeds": seeds,
     }

@@ -29,6 +29,7 @@ extended at an edge optimum; ``--quick`` and ``--lr`` use one fixed lr.
 
 from __future__ import annotations
 
+import dataclasses
 import statistics
 import time
 from collections.abc import Callable
@@ -43,14 +44,14 @@ from benchmarks._inl_lm import (
     INLTimer,
     RunSpec,
     Shape,
+    Trainer,
     arm_config,
     build_lm,
+    common_config,
     evaluate,
-    fixed_lr,
     match_arm,
-    select_lr,
+    publish,
     sync,
-    train_run,
 )
 from benchmarks.harness import (
     common_parser,
@@ -61,7 +62,6 @@ from benchmarks.harness import (
     mean_std,
     setup_run,
     t_interval,
-    write_results,
 )
 from inl_llm.modeling_inl import INLDecoderLayer
 
@@ -215,16 +215,14 @@ def main(argv: list[str] | None = None) -> None:
         spec = RunSpec(steps=300, batch=16, seq_len=64, val_batches=16)
         seeds, centre, timing = 3, 3e-3, (3, 15)
     if args.steps:
-        spec = RunSpec(
-            steps=args.steps, batch=spec.batch, seq_len=spec.seq_len, val_batches=spec.val_batches
-        )
+        spec = dataclasses.replace(spec, steps=args.steps)
     seeds = args.seeds or seeds
     centre = args.lr_centre or centre
     fixed = args.lr if args.lr is not None else (centre if args.quick else None)
     report_seeds = list(range(seeds))
     if fixed is None and args.selection_seed in report_seeds:
         raise SystemExit(f"--selection-seed {args.selection_seed} is among the reported seeds")
-    progress = not args.no_progress
+    trainer = Trainer(corpus=corpus, spec=spec, device=device, progress=not args.no_progress)
     t_start = time.perf_counter()
 
     off: Setting = (None, 1)
@@ -236,38 +234,22 @@ def main(argv: list[str] | None = None) -> None:
     }
     records: list[dict[str, Any]] = []
     selection: dict[str, dict[str, Any]] = {}
-    runners: dict[str, Callable[[float, int], tuple[ByteLM, dict[str, Any]]]] = {}
-    for key in configs:
-
-        def run(lr: float, seed: int, key: str = key) -> tuple[ByteLM, dict[str, Any]]:
-            return train_run(
-                configs[key][0],
-                ARM,
-                lr,
-                seed,
-                corpus,
-                spec,
-                device,
-                progress=progress,
-                desc=f"{key} lr={lr:.3g} s{seed}",
-            )
-
-        def tune(lr: float, key: str = key) -> dict[str, Any]:
-            return {**run(lr, args.selection_seed, key)[1], "model": key}
-
-        if fixed is None:
-            print(f"{key}: lr grid on selection seed {args.selection_seed}", flush=True)
-            tuning, selection[key] = select_lr(tune, centre, max_extend=args.max_extend)
-            records += tuning
-        else:
-            selection[key] = fixed_lr(fixed)
-        runners[key] = run
-
+    for key, (cfg, _) in configs.items():
+        tuning, selection[key] = trainer.choose_lr(
+            cfg,
+            ARM,
+            fixed=fixed,
+            centre=centre,
+            max_extend=args.max_extend,
+            selection_seed=args.selection_seed,
+            tag=key,
+        )
+        records += tuning
     results: dict[str, dict[int, dict[Setting, dict[str, Any]]]] = {k: {} for k in models}
     profiles: dict[str, list[dict[str, Any]]] = {}
     for seed in report_seeds:
         for key, setting in models.items():
-            model, rec = runners[key](selection[key]["selected_lr"], seed)
+            model, rec = trainer.run(configs[key][0], ARM, selection[key]["selected_lr"], seed, key)
             rec.update(phase="report", model=key)
             records.append(rec)
             evals = grid if key == "halting_off" else [off, setting]
@@ -386,6 +368,7 @@ def main(argv: list[str] | None = None) -> None:
             f"({100 * f['fraction_saved']:.0f}% saved, {100 * f['delta_relative']['mean']:+.2f}%)"
             for f in reached
         )
+        + "."
         if reached
         else "Target (≥ 30% of INL iterations saved at ≤ 1% more bits/byte) **not reached**; the "
         "table is the measured frontier."
@@ -393,8 +376,8 @@ def main(argv: list[str] | None = None) -> None:
     removed = next(f for f in frontier if f["setting"] == "removed")
     verdict += (
         f" Control: removing every INL sub-layer from the trained model (100% saved) changes "
-        f"validation bits/byte by {100 * removed['delta_relative']['mean']:+.2f}% — the most any "
-        "halting setting could lose if INL's contribution were all-or-nothing."
+        f"validation bits/byte by {100 * removed['delta_relative']['mean']:+.2f}%: the scale of "
+        "what INL contributes at all."
     )
     if removed["delta_relative"]["mean"] <= TARGET_LOSS:
         verdict += (
@@ -433,12 +416,7 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     config = {
-        "quick": args.quick,
-        "gpu": args.gpu,
-        "corpus": corpus.name,
-        "shape": shape.__dict__,
-        "run": spec.__dict__,
-        "seeds": report_seeds,
+        **common_config(args, corpus, shape, spec, report_seeds),
         "selection_seed": args.selection_seed if fixed is None else None,
         "fixed_lr": fixed,
         "lr_centre": centre,
@@ -456,18 +434,15 @@ def main(argv: list[str] | None = None) -> None:
         "step_profile": profiles,
         "wall_seconds": wall,
     }
-    path = write_results(
-        "inl-llm",
-        "halting_quick" if args.quick else ("halting_gpu" if args.gpu else "halting"),
+    publish(
+        args,
+        "halting",
         config=config,
         records=records,
         markdown=md,
         figures={"": _figure(frontier, trained, t_iter)},
-        out_dir=args.out,
         device=device,
     )
-    print(md)
-    print(f"wrote {path} in {wall / 60:.1f} min")
 
 
 def _figure(frontier: list[dict[str, Any]], trained: list[dict[str, Any]], t_iter: int) -> Any:
@@ -495,6 +470,14 @@ def _figure(frontier: list[dict[str, Any]], trained: list[dict[str, Any]], t_ite
         "*",
         ms=12,
         label=f"trained with halting ({on['halt_eps']:g})",
+    )
+    removed = next(f for f in frontier if f["setting"] == "removed")
+    ax.plot(
+        [100.0],
+        [100 * removed["delta_relative"]["mean"]],
+        "kx",
+        ms=9,
+        label="INL removed (control)",
     )
     ax.axhline(100 * TARGET_LOSS, color="grey", lw=0.8, ls="--")
     ax.axvline(100 * TARGET_SAVED, color="grey", lw=0.8, ls="--")

@@ -31,6 +31,7 @@ all training; the throughput of the training runs themselves is recorded too.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import time
 from typing import Any
@@ -40,14 +41,14 @@ from benchmarks._inl_lm import (
     Arm,
     RunSpec,
     Shape,
+    Trainer,
     arm_config,
     batch_for_timing,
     build_lm,
-    fixed_lr,
+    common_config,
     flops_per_token,
     match_arm,
-    select_lr,
-    train_run,
+    publish,
     train_step_fn,
 )
 from benchmarks.harness import (
@@ -60,7 +61,6 @@ from benchmarks.harness import (
     seed_everything,
     setup_run,
     t_interval,
-    write_results,
 )
 from inl_llm.configuration_inl import INLLLMConfig
 
@@ -119,9 +119,7 @@ def main(argv: list[str] | None = None) -> None:
         seeds, centre, max_extend, arms = 3, 3e-3, 3, list(ARMS)
         warmup, iters = 5, 20
     if args.steps:
-        spec = RunSpec(
-            steps=args.steps, batch=spec.batch, seq_len=spec.seq_len, val_batches=spec.val_batches
-        )
+        spec = dataclasses.replace(spec, steps=args.steps)
     seeds = args.seeds or seeds
     centre = args.lr_centre or centre
     max_extend = max_extend if args.max_extend is None else args.max_extend
@@ -135,7 +133,7 @@ def main(argv: list[str] | None = None) -> None:
     report_seeds = list(range(seeds))
     if args.lr is None and args.selection_seed in report_seeds:
         raise SystemExit(f"--selection-seed {args.selection_seed} is among the reported seeds")
-    progress = not args.no_progress
+    trainer = Trainer(corpus=corpus, spec=spec, device=device, progress=not args.no_progress)
     t_start = time.perf_counter()
 
     configs: dict[str, INLLLMConfig] = {}
@@ -153,31 +151,18 @@ def main(argv: list[str] | None = None) -> None:
         counts[name] = build_lm(cfg, inl=arm.inl).counts()
         print(f"{name}: {arm_config(cfg, arm)}; parameters {counts[name]}", flush=True)
 
-        def run(lr: float, seed: int, name: str = name) -> dict[str, Any]:
-            _, rec = train_run(
-                configs[name],
-                ARMS[name],
-                lr,
-                seed,
-                corpus,
-                spec,
-                device,
-                progress=progress,
-                desc=f"{name} lr={lr:.3g} s{seed}",
-            )
-            return rec
-
-        if args.lr is None:
-            print(f"{name}: lr grid on selection seed {args.selection_seed}", flush=True)
-            tuning, selection[name] = select_lr(
-                lambda lr: run(lr, args.selection_seed), centre, max_extend=max_extend
-            )
-            records += tuning
-        else:
-            selection[name] = fixed_lr(args.lr)
+        tuning, selection[name] = trainer.choose_lr(
+            cfg,
+            arm,
+            fixed=args.lr,
+            centre=centre,
+            max_extend=max_extend,
+            selection_seed=args.selection_seed,
+        )
+        records += tuning
         final[name] = []
         for seed in report_seeds:
-            rec = run(selection[name]["selected_lr"], seed)
+            _, rec = trainer.run(cfg, arm, selection[name]["selected_lr"], seed)
             rec["phase"] = "report"
             print(f"{name} seed {seed}: val {rec['val_bpb']:.4f} bits/byte", flush=True)
             final[name].append(rec)
@@ -386,13 +371,8 @@ def main(argv: list[str] | None = None) -> None:
         )
     )
     config = {
-        "quick": args.quick,
-        "gpu": args.gpu,
-        "corpus": corpus.name,
-        "shape": shape.__dict__,
-        "run": spec.__dict__,
+        **common_config(args, corpus, shape, spec, report_seeds),
         "arms": arms,
-        "seeds": report_seeds,
         "selection_seed": args.selection_seed if args.lr is None else None,
         "lr_centre": centre,
         "fixed_lr": args.lr,
@@ -403,18 +383,15 @@ def main(argv: list[str] | None = None) -> None:
         "paired_differences": diffs,
         "inl_no_better_than_transformer": not_better,
     }
-    path = write_results(
-        "inl-llm",
-        "quality_quick" if args.quick else ("quality_gpu" if args.gpu else "quality"),
+    publish(
+        args,
+        "quality",
         config=config,
         records=records,
         markdown=md,
         figures=_figures(arms, summary, records, args.lr is None, args.selection_seed),
-        out_dir=args.out,
         device=device,
     )
-    print(md)
-    print(f"wrote {path} in {wall / 60:.1f} min")
 
 
 def _figures(
@@ -448,6 +425,7 @@ def _figures(
     ax.plot([], [], "o", color="C0", label="mean, 95% t-interval")
     ax.plot([], [], "x", color="C1", label="seeds")
     ax.set_xticks(range(len(arms)), arms, rotation=25, ha="right", fontsize=8)
+    ax.set_xlim(-0.5, len(arms) - 0.5)
     ax.set_title("Validation bits/byte at each arm's selected lr")
     ax.set_xlabel("arm")
     ax.set_ylabel("validation bits/byte")
