@@ -417,7 +417,7 @@ def _resolve(
         if key == "text_file" and given is not None:
             given = str(Path(given).resolve())
         if key == "config" and given is not None:
-            given = sorted(given)
+            given = list(given)  # in the order given: a later KEY=VALUE wins
         if state is not None:
             if given is not None and given != saved.get(key):
                 raise ValueError(
