@@ -55,7 +55,9 @@ def _log(folder: Path) -> dict[str, object]:
 def runs(text_file: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """A: 6 steps straight; B: the same with a checkpoint at 3; C: B's checkpoint resumed to 6."""
     root = tmp_path_factory.mktemp("runs")
+    # Dropout on, so resuming must also restore the global generator's state.
     common = ["--text-file", str(text_file), "--steps", "6", "--eval-interval", "3"]
+    common += ["--dropout", "0.1"]
     assert _run(*common, "--output-dir", str(root / "a")) == 0
     assert _run(*common, "--output-dir", str(root / "b"), "--save-interval", "3") == 0
     resume = ["--resume", str(root / "b" / "checkpoint-3"), "--steps", "6"]

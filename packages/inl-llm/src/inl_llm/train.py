@@ -81,7 +81,7 @@ RUN_DEFAULTS: dict[str, Any] = {
     "num_kv_heads": None,
     "num_iterations": None,
     "feedforward_dim": None,
-    "dropout": None,
+    "dropout": 0.0,  # the config's default is the original 0.1; short runs learn faster without
     "config": [],
 }
 #: Defaults of the session arguments (free to change when resuming).
@@ -127,7 +127,12 @@ def build_parser() -> argparse.ArgumentParser:
     model.add_argument("--num-kv-heads", type=int)
     model.add_argument("--num-iterations", type=int, help="INL iterations per layer (T)")
     model.add_argument("--feedforward-dim", type=int)
-    model.add_argument("--dropout", type=float, help="default: the config's (0.1)")
+    model.add_argument(
+        "--dropout",
+        type=float,
+        help="default 0.0 (the config's own default, as the original, is 0.1: on the tiny preset "
+        "it costs about 0.15 bits/byte after 200 steps)",
+    )
     model.add_argument(
         "--config",
         action="append",
