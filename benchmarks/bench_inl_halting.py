@@ -99,7 +99,7 @@ def _variant(model: ByteLM, shape: Shape, setting: Setting, device: torch.device
 @torch.no_grad()
 def _step_profile(model: ByteLM, x: torch.Tensor) -> list[dict[str, Any]]:
     """Per layer and iteration t = 1..T: the 10/50/90% quantiles over tokens of the relative step
-    ‖x_t − x_{t−1}‖ / (‖x_{t−1}‖ + 1e-6) that halting compares with halt_eps (fixed-T path)."""
+    ‖x_t − x_{t−1}‖ / (‖x₀‖ + 1e-6) that halting compares with halt_eps (fixed-T path)."""
     captured: list[tuple[nn.Module, tuple[Any, ...], dict[str, Any]]] = []
 
     def grab(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
@@ -119,7 +119,7 @@ def _step_profile(model: ByteLM, x: torch.Tensor) -> list[dict[str, Any]]:
         traj = stats.trajectory
         assert traj is not None
         num = torch.linalg.vector_norm(traj[1:] - traj[:-1], dim=-1)
-        den = torch.linalg.vector_norm(traj[:-1], dim=-1) + 1e-6
+        den = torch.linalg.vector_norm(traj[0], dim=-1) + 1e-6
         quant = torch.quantile((num / den).flatten(1).float(), q, dim=1)
         out.append(
             {

@@ -64,7 +64,7 @@ def _masked_full_path(
             dt=cfg.dt,
         )
         x_new, v_new = inl_step(x, v, mu, a, b, g, cfg.dt)
-        rel = (x_new - x).norm(dim=-1) / (x.norm(dim=-1) + 1e-6)
+        rel = (x_new - x).norm(dim=-1) / (x0.norm(dim=-1) + 1e-6)
         keep = running.unsqueeze(-1)
         x, v = torch.where(keep, x_new, x), torch.where(keep, v_new, v)
         iterations = iterations + running.long()
@@ -176,9 +176,7 @@ def test_fixed_path_stats_and_trajectory() -> None:
     assert stats.trajectory is not None
     last = stats.trajectory[-1]
     torch.testing.assert_close(out, layer.gate * (last - x0))
-    expected = (last - stats.trajectory[-2]).norm(dim=-1) / (
-        stats.trajectory[-2].norm(dim=-1) + 1e-6
-    )
+    expected = (last - stats.trajectory[-2]).norm(dim=-1) / (x0.norm(dim=-1) + 1e-6)
     torch.testing.assert_close(stats.step_norm, expected)
     halting = _layer()
     with pytest.raises(ValueError, match="return_trajectory"):
@@ -191,3 +189,25 @@ def test_with_min_iterations_equal_to_T_halting_equals_the_fixed_path() -> None:
     fixed.load_state_dict(layer.state_dict())
     x0, h = _inputs()
     torch.testing.assert_close(layer(x0, h), fixed(x0, h), rtol=1e-12, atol=1e-12)
+
+
+def test_halting_fires_as_a_token_converges_to_mu_zero() -> None:
+    # At the default init (μ = 0) x contracts geometrically towards 0. A step measured against the
+    # shrinking state, ‖x_t − x_{t−1}‖ / ‖x_{t−1}‖, would stay constant (≈ 1 − ρ) and never fall
+    # below 1e-2; measured against ‖x₀‖ it decays like ρ^t, so every token halts before T = 50.
+    layer = INLLayer(
+        INLConfig(d_model=64, num_iterations=50, halting="threshold", halt_eps=1e-2)
+    ).eval()
+    gen = torch.Generator().manual_seed(0)
+    x0 = torch.nn.functional.rms_norm(torch.randn(2, 16, 64, generator=gen), (64,))
+    h = torch.randn(2, 16, 64, generator=gen)
+    _, stats = layer(x0, h, return_stats=True)
+    assert (stats.iterations < 50).all(), stats.iterations
+    assert (stats.step_norm < 1e-2).all()
+    fixed = INLLayer(dataclasses.replace(layer.config, halting="none")).eval()
+    fixed.load_state_dict(layer.state_dict())
+    _, fixed_stats = fixed(x0, h, return_stats=True, return_trajectory=True)
+    traj = fixed_stats.trajectory
+    assert traj is not None
+    against_state = (traj[1:] - traj[:-1]).norm(dim=-1) / traj[:-1].norm(dim=-1)
+    assert (against_state[-1] > 1e-2).all()  # the spec's denominator would never halt here

@@ -113,7 +113,8 @@ class INLLLMConfig(PreTrainedConfig):  # type: ignore[no-untyped-call]  # transf
         use_shared_controllers: one :class:`~inl_llm.SharedINLController` for all layers
             (``controller_scope="shared"``), per-layer FiLM; else one controller per layer.
         use_adaptive_stopping: per-token halting (``halting="threshold"``), in training and eval.
-        adaptive_convergence_threshold: the *relative* step-norm threshold of halting
+        adaptive_convergence_threshold: the threshold of halting on the step relative to the
+            token's input, ‖x_t − x_{t−1}‖ / ‖x₀‖
             (``halt_eps``); the original used an absolute threshold that never fired.
         hierarchical_group_size: channels per μ offset (``group_size``).
         excitation_sparsity: fraction of excited channels; excitation is on only with

@@ -49,8 +49,9 @@ class INLConfig:
         init_g: the gate g₀ emitted for a zero controller input.
         init_damping: ``"critical"`` (p₀ = (1 − √α₀)²) or a float p₀.
         output_gate_init: initial value of the per-channel output gate (0: a zero update).
-        halting: ``"threshold"`` halts each token once its relative step is below ``halt_eps``.
-        halt_eps: the relative step-norm threshold of halting.
+        halting: ``"threshold"`` halts each token once its step ‖x_t − x_{t−1}‖, relative to
+            its input ‖x₀‖, is below ``halt_eps``.
+        halt_eps: the threshold of halting on ‖x_t − x_{t−1}‖ / (‖x₀‖ + 1e-6).
         min_iterations: iterations every token runs before it may halt.
         random_depth_training: in training, sample T uniformly in [min_iterations, T] per call.
         excitation: ``"sparse"`` adds ``A·sin(γ_j t + φ_j)`` to v on a few channels in training

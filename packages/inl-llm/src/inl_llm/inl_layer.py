@@ -33,7 +33,11 @@ from .inl_controller import INLController, SharedINLController
 
 __all__ = ["INLConfig", "INLLayer", "INLStats", "SharedINLController"]
 
-# Relative step norm ‖x_t − x_{t−1}‖ / (‖x_{t−1}‖ + eps): the denominator guard of spec §3.1.
+# The halting statistic ‖x_t − x_{t−1}‖ / (‖x₀‖ + eps): a step measured against the token's input.
+# Spec §3.1 divides by ‖x_{t−1}‖ instead; that ratio is constant while x decays geometrically to
+# μ ≈ 0 (step/state = 1 − ρ), so it tests the contraction rate, not convergence, and a threshold
+# either halts every token after the first step or none (docs/results/inl-llm/halting.md at
+# d988be5: 0.07–0.17 at every t ≤ 8). Against the fixed ‖x₀‖ the step shrinks like ρ^t.
 _NORM_EPS = 1e-6
 
 
@@ -43,7 +47,7 @@ class INLStats:
 
     Attributes:
         iterations: steps each token ran, (B, S) int64 (0 for tokens masked out).
-        step_norm: the token's last relative step ‖x_t − x_{t−1}‖ / (‖x_{t−1}‖ + 1e-6), (B, S).
+        step_norm: the token's last relative step ‖x_t − x_{t−1}‖ / (‖x₀‖ + 1e-6), (B, S).
         trajectory: the states x₀ … x_T, (T + 1, B, S, D), only with ``return_trajectory=True``.
     """
 
@@ -372,7 +376,7 @@ class INLLayer(nn.Module):
         if not return_stats:
             return x, None
         with torch.no_grad():
-            step_norm = _relative_step(x, x_prev)
+            step_norm = _relative_step(x, x_prev, _scale(x0))
             iterations = torch.full(x0.shape[:2], steps, dtype=torch.long, device=x0.device)
             if mask is not None:
                 iterations = iterations * mask
@@ -385,7 +389,8 @@ class INLLayer(nn.Module):
     ) -> tuple[Tensor, INLStats]:
         """Per-token halting on a compact batch of the still-active tokens (eager, host syncs).
 
-        After step t (counted from 1) with t ≥ min_iterations, a token whose relative step is below
+        After step t (counted from 1) with t ≥ min_iterations, a token whose relative step
+        ‖x_t − x_{t−1}‖ / (‖x₀‖ + 1e-6) is below
         ``halt_eps`` stops: its state is final and it leaves the batch. Each step's controller runs
         on the active tokens only.
         """
@@ -403,6 +408,7 @@ class INLLayer(nn.Module):
         )
         x, ctx = flat_x0.index_select(0, active), flat_ctx.index_select(0, active)
         v = torch.zeros_like(x)
+        scale = _scale(x.detach())
         done_index: list[Tensor] = []
         done_x: list[Tensor] = []
         done_norm: list[Tensor] = []
@@ -411,7 +417,7 @@ class INLLayer(nn.Module):
             if active.numel() == 0:
                 break
             x_new, v = self._checkpointed_step(x, v, ctx, mu, t - 1)
-            rel = _relative_step(x_new.detach(), x.detach())
+            rel = _relative_step(x_new.detach(), x.detach(), scale)
             x = x_new
             if t < cfg.min_iterations or t == steps:
                 continue
@@ -423,6 +429,7 @@ class INLLayer(nn.Module):
                 done_norm.append(rel[halt])
                 done_steps.append(torch.full_like(active[halt], t))
                 active, x, v, ctx = active[keep], x[keep], v[keep], ctx[keep]
+                scale = scale[keep]
         if active.numel():
             done_index.append(active)
             done_x.append(x)
@@ -442,8 +449,13 @@ class INLLayer(nn.Module):
         return x_final.view(batch, seq, d), stats
 
 
-def _relative_step(x_new: Tensor, x_old: Tensor) -> Tensor:
-    """‖x_new − x_old‖₂ / (‖x_old‖₂ + 1e-6) over the last dimension."""
+def _scale(x0: Tensor) -> Tensor:
+    """‖x₀‖₂ + 1e-6 over the last dimension: the yardstick of the halting statistic."""
+    norm: Tensor = torch.linalg.vector_norm(x0.detach(), dim=-1)
+    return norm + _NORM_EPS
+
+
+def _relative_step(x_new: Tensor, x_old: Tensor, scale: Tensor) -> Tensor:
+    """‖x_new − x_old‖₂ / scale over the last dimension."""
     num: Tensor = torch.linalg.vector_norm(x_new - x_old, dim=-1)
-    den: Tensor = torch.linalg.vector_norm(x_old, dim=-1)
-    return num / (den + _NORM_EPS)
+    return num / scale
