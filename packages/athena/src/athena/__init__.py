@@ -1,0 +1,24 @@
+"""ATHENA: PolyAdapter (LoRA + IA³ + a sparse mixture of LoRA experts) with PEFT-compatible files,
+budgeted AutoRank, progressive freezing, and rehearsal for continual learning."""
+
+from .config import PolyAdapterConfig
+from .injection import inject_polyadapter
+from .matching import TargetReport, inspect_targets
+from .model import AthenaModel, get_athena_model
+from .modules_to_save import ModulesToSaveWrapper
+from .poly_adapter import AdapterSpec, PolyAdapter
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AdapterSpec",
+    "AthenaModel",
+    "ModulesToSaveWrapper",
+    "PolyAdapter",
+    "PolyAdapterConfig",
+    "TargetReport",
+    "__version__",
+    "get_athena_model",
+    "inject_polyadapter",
+    "inspect_targets",
+]
