@@ -1,6 +1,7 @@
 """ATHENA: PolyAdapter (LoRA + IA³ + a sparse mixture of LoRA experts) with PEFT-compatible files,
 budgeted AutoRank, progressive freezing, and rehearsal for continual learning."""
 
+from .checkpointing import enable_input_require_grads
 from .config import PolyAdapterConfig
 from .injection import inject_polyadapter
 from .matching import TargetReport, inspect_targets
@@ -18,6 +19,7 @@ __all__ = [
     "PolyAdapterConfig",
     "TargetReport",
     "__version__",
+    "enable_input_require_grads",
     "get_athena_model",
     "inject_polyadapter",
     "inspect_targets",
