@@ -186,3 +186,15 @@ def test_trainable_counts_match_peft() -> None:
         PolyAdapterConfig(r=4, target_modules=LORA_TARGETS, modules_to_save=("classifier",)),
     )
     assert ours.get_nb_trainable_parameters() == theirs.get_nb_trainable_parameters()
+
+
+def test_same_seed_gives_peft_initial_lora_weights() -> None:
+    """Adapters are drawn from the random stream as PEFT draws them, so a seed means the same
+    initial adapter in both libraries (the benchmark's PolyAdapter rows rely on it)."""
+    base = tiny_bert()
+    torch.manual_seed(123)
+    theirs = peft.get_peft_model(twin(base), peft.LoraConfig(r=4, target_modules=LORA_TARGETS))
+    torch.manual_seed(123)
+    ours = get_athena_model(twin(base), PolyAdapterConfig(r=4, target_modules=LORA_TARGETS))
+    mine = {k: v for k, v in ours.state_dict().items() if "lora_" in k}
+    assert mine and all(torch.equal(v, theirs.state_dict()[k]) for k, v in mine.items())

@@ -245,6 +245,9 @@ class PolyAdapter(nn.Module):
             )  # Kaiming-uniform, a = √5
             lora_b = nn.Linear(spec.rank, d_out, bias=False, device=device, dtype=f32)
             if init_lora_weights:
+                # redraw A after creating B, then zero B: the random stream is consumed exactly as
+                # PEFT consumes it, so the same seed gives PEFT's initial adapter
+                nn.init.kaiming_uniform_(lora_a.weight, a=math.sqrt(5))
                 nn.init.zeros_(lora_b.weight)
             self.lora_A[name] = lora_a
             self.lora_B[name] = lora_b
