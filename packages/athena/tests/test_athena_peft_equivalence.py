@@ -198,3 +198,20 @@ def test_same_seed_gives_peft_initial_lora_weights() -> None:
     ours = get_athena_model(twin(base), PolyAdapterConfig(r=4, target_modules=LORA_TARGETS))
     mine = {k: v for k, v in ours.state_dict().items() if "lora_" in k}
     assert mine and all(torch.equal(v, theirs.state_dict()[k]) for k, v in mine.items())
+    # and the stream is left in the same state (IA³ draws and discards, as PEFT does)
+    for config, peft_config in [
+        (
+            PolyAdapterConfig(use_lora=False, use_ia3=True, target_modules=IA3_TARGETS),
+            peft.IA3Config(target_modules=IA3_TARGETS, feedforward_modules=[]),
+        ),
+        (
+            PolyAdapterConfig(r=4, target_modules=LORA_TARGETS),
+            peft.LoraConfig(r=4, target_modules=LORA_TARGETS),
+        ),
+    ]:
+        torch.manual_seed(7)
+        peft.get_peft_model(twin(base), peft_config)
+        after_theirs = torch.rand(3)
+        torch.manual_seed(7)
+        get_athena_model(twin(base), config)
+        assert torch.equal(torch.rand(3), after_theirs), type(peft_config).__name__

@@ -3,8 +3,11 @@ budgeted AutoRank, progressive freezing, and rehearsal for continual learning.""
 
 from .checkpointing import enable_input_require_grads
 from .config import PolyAdapterConfig
+from .continual_metrics import ContinualMetrics
+from .freezing import FreezeEvent, ProgressiveFreezingScheduler, freeze_param_groups
 from .injection import inject_polyadapter
 from .matching import TargetReport, inspect_targets
+from .memory import CrossTaskMemory
 from .model import AthenaModel, get_athena_model
 from .modules_to_save import ModulesToSaveWrapper
 from .poly_adapter import AdapterSpec, PolyAdapter
@@ -14,12 +17,17 @@ __version__ = "0.1.0"
 __all__ = [
     "AdapterSpec",
     "AthenaModel",
+    "ContinualMetrics",
+    "CrossTaskMemory",
+    "FreezeEvent",
     "ModulesToSaveWrapper",
     "PolyAdapter",
     "PolyAdapterConfig",
+    "ProgressiveFreezingScheduler",
     "TargetReport",
     "__version__",
     "enable_input_require_grads",
+    "freeze_param_groups",
     "get_athena_model",
     "inject_polyadapter",
     "inspect_targets",

@@ -257,7 +257,12 @@ class PolyAdapter(nn.Module):
             )
         if spec.use_ia3:
             shape = (d_out, 1) if spec.ia3_mode == "output" else (1, d_in)
-            self.ia3_l[name] = nn.Parameter(torch.ones(shape, device=device, dtype=f32))
+            # drawn then set to 1, as PEFT does, so both consume the random stream alike;
+            # init_lora_weights=False keeps the draw (a non-identity start, for tests)
+            g = torch.randn(shape, device=device, dtype=f32)
+            if init_lora_weights:
+                g.fill_(1.0)
+            self.ia3_l[name] = nn.Parameter(g)
         if spec.use_moe:
             e, r = spec.num_experts, spec.moe_rank
             bound = 1.0 / math.sqrt(d_in)  # what Kaiming-uniform (a = √5) gives each A_e
