@@ -1,6 +1,7 @@
 """ATHENA: PolyAdapter (LoRA + IA³ + a sparse mixture of LoRA experts) with PEFT-compatible files,
 budgeted AutoRank, progressive freezing, and rehearsal for continual learning."""
 
+from .autorank import AutoRank, AutoRankResult, ProxyFineTune
 from .checkpointing import enable_input_require_grads
 from .config import PolyAdapterConfig
 from .continual_metrics import ContinualMetrics
@@ -17,6 +18,8 @@ __version__ = "0.1.0"
 __all__ = [
     "AdapterSpec",
     "AthenaModel",
+    "AutoRank",
+    "AutoRankResult",
     "ContinualMetrics",
     "CrossTaskMemory",
     "FreezeEvent",
@@ -24,6 +27,7 @@ __all__ = [
     "PolyAdapter",
     "PolyAdapterConfig",
     "ProgressiveFreezingScheduler",
+    "ProxyFineTune",
     "TargetReport",
     "__version__",
     "enable_input_require_grads",
