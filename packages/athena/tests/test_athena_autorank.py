@@ -510,7 +510,9 @@ def test_proxy_fine_tune_reseeds_a_shuffling_loader() -> None:
         assert values[kind][0] == values[kind][1]
         assert torch.equal(own.get_state(), state)  # the loader's generator is restored
     other = ProxyFineTune(loaders["own"], _data(1, 1), steps=5, lr=1e-2, seed=4)
-    assert other.evaluate(model, CONFIG, ranks) != values["own"][0]  # init and order follow the seed
+    assert (
+        other.evaluate(model, CONFIG, ranks) != values["own"][0]
+    )  # init and order follow the seed
 
 
 def test_proxy_fine_tune_pruning_reports_and_counts_steps() -> None:
