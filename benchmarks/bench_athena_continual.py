@@ -18,8 +18,8 @@ backward transfer (BWT). Seeds 0, 1, 2; Student-t intervals on the paired differ
 only (the word-to-label map flips), `--stress-steps` steps per task, where forgetting is
 unavoidable without rehearsal.
 
-The lr is fixed (`--lr`, default 1e-3: the lr `bench_athena_lexsent` selects for LoRA r 8 on
-query and value with the same batch size and step budget), the same for every strategy.
+The lr is fixed (`--lr`, default 1e-3, the middle of the LoRA grid of `bench_athena_lexsent`)
+and the same for every strategy: the comparison is between strategies, not tuned per strategy.
 
 `--quick`: 1,000 training sentences per task, 20 steps per task, one seed, no stress variant.
 Run: `uv run python -m benchmarks.bench_athena_continual`.

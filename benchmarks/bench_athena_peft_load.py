@@ -26,7 +26,7 @@ from benchmarks import _athena_bench as ab
 from benchmarks._lexsent import build_lexsent, config_for, encode, load_tokenizer
 from benchmarks.harness import common_parser, markdown_table, write_results
 
-LR = {"poly_lora": 1e-3, "poly_ia3": 1e-2}
+DEFAULT_LR = {"poly_lora": 1e-3, "poly_ia3": 1e-2}
 
 
 @torch.no_grad()
@@ -49,7 +49,7 @@ def check(
     import peft
 
     model = ab.build(method, seed=0)
-    ab.train(model, splits["train"], steps=steps, lr=LR[method], seed=0)
+    ab.train(model, splits["train"], steps=steps, lr=lr, seed=0)
     model.save_pretrained(folder)  # type: ignore[operator]
     saved = json.loads((folder / "adapter_config.json").read_text())
     theirs = peft.PeftModel.from_pretrained(ab.fresh_classifier(seed=0), folder)
@@ -63,7 +63,7 @@ def check(
     return {
         "method": method,
         "steps": steps,
-        "lr": LR[method],
+        "lr": lr,
         "peft_type": saved["peft_type"],
         "max_abs_logit_diff": float((ours_logits - their_logits).abs().max()),
         "predictions_agree": bool((ours_logits.argmax(-1) == their_logits.argmax(-1)).all()),
@@ -78,7 +78,10 @@ def check(
 def main(argv: list[str] | None = None) -> None:
     parser = common_parser("athena-trained adapters loaded by PEFT: same outputs")
     parser.add_argument("--steps", type=int, default=None, help="training steps (150; quick 20)")
+    parser.add_argument("--lr-lora", type=float, default=DEFAULT_LR["poly_lora"])
+    parser.add_argument("--lr-ia3", type=float, default=DEFAULT_LR["poly_ia3"])
     args: argparse.Namespace = parser.parse_args(argv)
+    lrs = {"poly_lora": args.lr_lora, "poly_ia3": args.lr_ia3}
     torch.set_num_threads(args.threads)
     steps = args.steps or (20 if args.quick else 150)
     tokenizer = load_tokenizer()
@@ -86,8 +89,8 @@ def main(argv: list[str] | None = None) -> None:
     splits = {name: encode(data.split(name), tokenizer) for name in ("train", "test")}
     records = []
     with tempfile.TemporaryDirectory() as tmp:
-        for method in LR:
-            records.append(check(method, splits, steps, Path(tmp) / method))
+        for method, lr in lrs.items():
+            records.append(check(method, splits, steps, lr, Path(tmp) / method))
     rows = [
         [
             r["method"],
@@ -118,7 +121,7 @@ def main(argv: list[str] | None = None) -> None:
         ],
         rows,
     )
-    config = {"steps": steps, "lr": LR, "quick": args.quick}
+    config = {"steps": steps, "lr": lrs, "quick": args.quick}
     folder = write_results(
         "athena", "peft_load", config=config, records=records, markdown=text, out_dir=args.out
     )
