@@ -43,7 +43,7 @@ def _logits(model: torch.nn.Module, data: dict[str, torch.Tensor]) -> torch.Tens
 
 
 def check(
-    method: str, splits: dict[str, dict[str, torch.Tensor]], steps: int, folder: Path
+    method: str, splits: dict[str, dict[str, torch.Tensor]], steps: int, lr: float, folder: Path
 ) -> dict[str, Any]:
     """Train `method`, save it, load it in PEFT, compare."""
     import peft
