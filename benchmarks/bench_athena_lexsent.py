@@ -85,6 +85,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--methods", default=None, help="comma-separated subset of the methods and arms"
     )
     parser.add_argument("--name", default="lexsent", help="result file name (default lexsent)")
+    parser.add_argument(
+        "--fixed-lr",
+        action="append",
+        default=[],
+        metavar="METHOD=LR",
+        help="use this lr for METHOD instead of selecting it (e.g. a selection from an earlier run)",
+    )
     parser.add_argument("--autorank-trials", type=int, default=16)
     parser.add_argument("--autorank-proxy-steps", type=int, default=40)
     return parser.parse_args(argv)
@@ -222,6 +229,9 @@ def main(argv: list[str] | None = None) -> None:
         raise SystemExit(f"unknown methods {unknown}; choose from {every}")
 
     selected: dict[str, float] = {}
+    for item in args.fixed_lr:
+        name, _, value = item.partition("=")
+        selected[name] = float(value)
     records: list[dict[str, Any]] = []
     arm_info: dict[str, dict[str, Any]] = {}
     started = time.perf_counter()
