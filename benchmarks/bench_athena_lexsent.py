@@ -291,7 +291,26 @@ def main(argv: list[str] | None = None) -> None:
             records.append(record)
         if info:
             arm_info[method] = info
-    elapsed = time.perf_counter() - started
+        done = methods[: methods.index(method) + 1]
+        # written after every method, so an interrupted run keeps what it measured
+        folder, markdown = _write(
+            args, records, done, seeds, steps, data, selected, arm_info, started
+        )
+    print(markdown)
+    print(f"results in {folder}")
+
+
+def _write(
+    args: argparse.Namespace,
+    records: list[dict[str, Any]],
+    methods: list[str],
+    seeds: list[int],
+    steps: int,
+    data: Any,
+    selected: dict[str, float],
+    arm_info: dict[str, dict[str, Any]],
+    started: float,
+) -> tuple[Any, str]:
     markdown = _report(records, methods, seeds, steps, data.describe(), arm_info)
     config = {
         "steps": steps,
@@ -301,16 +320,16 @@ def main(argv: list[str] | None = None) -> None:
         "lr_grids": {k: list(v) for k, v in LR_GRIDS.items()},
         "selected_lr": selected,
         "methods": methods,
+        "requested_methods": args.methods,
         "data": data.describe(),
         "arms": arm_info,
-        "seconds": elapsed,
+        "seconds": time.perf_counter() - started,
         "quick": args.quick,
     }
     folder = write_results(
         "athena", args.name, config=config, records=records, markdown=markdown, out_dir=args.out
     )
-    print(markdown)
-    print(f"results in {folder}")
+    return folder, markdown
 
 
 def _report(
