@@ -21,7 +21,8 @@ unavoidable without rehearsal.
 The lr is fixed (`--lr`, default 1e-3, the middle of the LoRA grid of `bench_athena_lexsent`)
 and the same for every strategy: the comparison is between strategies, not tuned per strategy.
 
-`--quick`: 1,000 training sentences per task, 20 steps per task, one seed, no stress variant.
+`--quick`: 1,000 training sentences per task, 20 steps per task, 200 test sentences per task,
+one seed, no stress variant.
 Run: `uv run python -m benchmarks.bench_athena_continual`.
 """
 
@@ -170,6 +171,9 @@ def _encode_tasks(
     encoded = [
         {s: encode(task.split(s), tokenizer) for s in ("train", "val", "test")} for task in tasks
     ]
+    if quick:  # a smoke size: evaluate on the first 200 test sentences of each task
+        for task_data in encoded:
+            task_data["test"] = {k: v[:200] for k, v in task_data["test"].items()}
     return encoded, [task.name for task in tasks], int(tokenizer.pad_token_id)
 
 
