@@ -17,10 +17,10 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 import torch
-from adaptnn_core.dist import all_reduce_coalesced_, is_initialized, rank
 from torch import Tensor
 from torch.distributed import ProcessGroup
 
+from adaptnn_core.dist import all_reduce_coalesced_, is_initialized, rank
 from aiether._metrics import EPS, gram_tau_kappa, normalise_tau_kappa, velocity_gram
 
 Storage = Literal["full", "sketch"]
