@@ -192,18 +192,29 @@ class GrowthController:
 
     # -- the loop hook -----------------------------------------------------------------------
     def step(self, global_step: int, val_loss: float | None = None) -> GrowthEvent | None:
-        """Call after ``optimizer.step()`` at ``global_step``; returns the growth event, if any."""
+        """Call after ``optimizer.step()`` at ``global_step`` (0-based) and before
+        ``scheduler.step()``: :meth:`observe`, then :meth:`decide`. Returns the growth event, if any."""
+        self.observe(global_step)
+        event = self.decide(global_step, val_loss)
+        self._write_lrs(global_step)
+        return event
+
+    def observe(self, global_step: int) -> None:
+        """The per-step bookkeeping: trajectory snapshot, ramp gates, end of the isolated warm-up."""
         if self.tracker is not None and self.tracker.maybe_snapshot(global_step):
             self.last_snapshot_step = global_step
         self.stack.advance()
         if self.warmup_until is not None and not self.in_warmup(global_step):
             self._set_old_blocks_mult(1.0, set(range(len(self.stack))))
             self.warmup_until = None
+            self._refresh_scheduler()
+
+    def decide(self, global_step: int, val_loss: float | None = None) -> GrowthEvent | None:
+        """Ask the trigger (with the validation loss on evaluation steps) and grow if it says so."""
         metrics = None
         if val_loss is not None and self.tracker is not None and self.tracker.num_snapshots >= 2:
             metrics = self.tracker.aggregate(weighted=self.trigger.mode != "reference")
-        event = None
-        if self.trigger.should_grow(
+        if not self.trigger.should_grow(
             global_step,
             metrics,
             val_loss,
@@ -211,9 +222,17 @@ class GrowthController:
             max_layers=self.stack.max_layers,
             in_warmup=self.in_warmup(global_step),
         ):
-            event = self.grow(global_step, val_loss=val_loss, metrics=metrics)
-        self._write_lrs(global_step)
+            return None
+        event = self.grow(global_step, val_loss=val_loss, metrics=metrics)
+        self._refresh_scheduler()
         return event
+
+    def _refresh_scheduler(self) -> None:
+        """Rewrite the lrs now (a trainer that steps its scheduler before the controller, like
+        ``transformers.Trainer``, would otherwise apply a growth one step late)."""
+        refresh = getattr(self.scheduler, "refresh", None)
+        if callable(refresh):
+            refresh()
 
     # -- growth ------------------------------------------------------------------------------
     def _probe_loss(self) -> float | None:

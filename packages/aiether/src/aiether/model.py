@@ -55,6 +55,7 @@ class CausalSelfAttention(nn.Module):
         self.dropout = config.dropout
         self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(config.n_embd, config.n_embd, bias=config.bias)
+        object.__setattr__(self.c_proj, "residual_projection", True)  # scaled init
         self.resid_dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -76,6 +77,7 @@ class SwiGLU(nn.Module):
         super().__init__()
         self.c_fc = nn.Linear(config.n_embd, 8 * config.n_embd, bias=config.bias)
         self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd, bias=config.bias)
+        object.__setattr__(self.c_proj, "residual_projection", True)  # scaled init
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -100,19 +102,27 @@ class Block(nn.Module):
         return out
 
 
-def init_gpt_weights(module: nn.Module, n_layer: int) -> None:
-    """The original initialisation: N(0, 0.02) weights, zero biases, output projections at
-    0.02/√(2·n_layer), RMSNorm weights 1."""
-    for name, sub in module.named_modules():
-        if isinstance(sub, nn.Linear):
-            std = 0.02 / math.sqrt(2 * n_layer) if name.endswith("c_proj") else 0.02
-            nn.init.normal_(sub.weight, mean=0.0, std=std)
-            if sub.bias is not None:
-                nn.init.zeros_(sub.bias)
-        elif isinstance(sub, nn.Embedding):
-            nn.init.normal_(sub.weight, mean=0.0, std=0.02)
-        elif isinstance(sub, nn.RMSNorm) and sub.weight is not None:
-            nn.init.ones_(sub.weight)
+def init_gpt_module(module: nn.Module, n_layer: int, std: float = 0.02) -> None:
+    """The original initialisation of one module (not recursive): N(0, std) linear and embedding
+    weights, zero biases, RMSNorm weights 1; a linear marked ``residual_projection`` (the two
+    ``c_proj``) gets std/√(2·n_layer)."""
+    if isinstance(module, nn.Linear):
+        scale = (
+            1.0 / math.sqrt(2 * n_layer) if getattr(module, "residual_projection", False) else 1.0
+        )
+        nn.init.normal_(module.weight, mean=0.0, std=std * scale)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
+    elif isinstance(module, nn.Embedding):
+        nn.init.normal_(module.weight, mean=0.0, std=std)
+    elif isinstance(module, nn.RMSNorm) and module.weight is not None:
+        nn.init.ones_(module.weight)
+
+
+def init_gpt_weights(model: nn.Module, n_layer: int) -> None:
+    """:func:`init_gpt_module` on every submodule of ``model``."""
+    for module in model.modules():
+        init_gpt_module(module, n_layer)
 
 
 class AIetherGPT(nn.Module):

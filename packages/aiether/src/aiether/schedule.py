@@ -63,6 +63,14 @@ class GrowthAwareLR(LRScheduler):
             for base, group in zip(self.base_lrs, self.optimizer.param_groups, strict=True)
         ]
 
+    def refresh(self) -> None:
+        """Recompute and write the lrs for the current step (after a growth or the end of a
+        warm-up, when the scheduler has already stepped)."""
+        values = self.get_lr()
+        for group, lr in zip(self.optimizer.param_groups, values, strict=True):
+            group["lr"] = lr
+        self._last_lr = list(values)
+
     def state_dict(self) -> dict[str, Any]:
         """The counters (JSON-serialisable); the lambda and the controller are not saved."""
         skip = {"optimizer", "base_lambda", "controller"}

@@ -188,27 +188,30 @@ class GrowableStack(nn.ModuleList):
         self.out_proj_names: tuple[str, ...] = names
         self.ramp_steps = int(ramp_steps)
         self.cache_guard = bool(cache_guard)
-        active = torch.zeros(n, dtype=torch.bool)
-        active[list(self.order[: int(initial_active)])] = True
-        self.register_buffer("active", active)
+        first = set(self.order[: int(initial_active)])
+        flags = [i in first for i in range(n)]
+        self.register_buffer("active", torch.tensor(flags, dtype=torch.bool))
         # per-slot gates: a buffer for the ramp, a parameter for ReZero, absent otherwise
         self.gate: Tensor | None
+        gates = torch.tensor([float(f) for f in flags])
         if preserve == "gate_ramp":
-            self.register_buffer("gate", active.float())
+            self.register_buffer("gate", gates)
         elif preserve == "rezero":
-            self.register_parameter("gate", nn.Parameter(active.float()))
+            self.register_parameter("gate", nn.Parameter(gates))
         else:
             self.register_buffer("gate", None)
-        self._sync_mirrors()
+        # host mirrors from Python values: the buffers may live on the meta device here
+        self._active_py: tuple[bool, ...] = tuple(flags)
+        self._gate_py: tuple[float, ...] = tuple(float(f) for f in flags)
         self.register_load_state_dict_post_hook(_after_load)  # type: ignore[no-untyped-call]
 
     # -- state -------------------------------------------------------------------------------
     def _sync_mirrors(self) -> None:
         """Host copies of ``active`` and the gates, read by forward (reading the buffers there
         would be a host sync per block). Refreshed after ``load_state_dict`` and every change."""
-        self._active_py: tuple[bool, ...] = tuple(bool(a) for a in self.active.tolist())
+        self._active_py = tuple(bool(a) for a in self.active.tolist())
         gates = self.gate.detach().tolist() if self.gate is not None else [1.0] * len(self)
-        self._gate_py: tuple[float, ...] = tuple(float(g) for g in gates)
+        self._gate_py = tuple(float(g) for g in gates)
 
     def _block(self, i: int) -> nn.Module:
         return self._modules[str(i)]
@@ -243,7 +246,9 @@ class GrowableStack(nn.ModuleList):
             self.active[chosen] = True
             if self.gate is not None:
                 self.gate[chosen] = 1.0
-        self._sync_mirrors()
+        # mirrors from Python values (the buffers may be on the meta device while HF builds)
+        self._active_py = tuple(i in chosen for i in range(len(self)))
+        self._gate_py = tuple(1.0 if i in chosen else g for i, g in enumerate(self._gate_py))
 
     # -- growth ------------------------------------------------------------------------------
     def next_slot(self) -> int:
