@@ -180,3 +180,14 @@ def test_bad_arguments_raise(kwargs: dict[str, object], match: str) -> None:
         TrajectoryTracker([("w", torch.zeros(2))], **kwargs)  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="nothing to track"):
         TrajectoryTracker([])
+
+
+def test_bfloat16_storage_keeps_small_motion_of_weights_near_one() -> None:
+    # a norm weight at 1.0 moving 1e-3 per snapshot: bf16 rounds 1.001 to 1.0, the delta it keeps
+    p = torch.ones(64)
+    tracker = TrajectoryTracker([("w", p)], window=6)  # default bfloat16
+    history = 1.0 + 1e-3 * torch.arange(6, dtype=torch.float32)[:, None] * torch.ones(1, 64)
+    _feed(tracker, p, history)
+    m = tracker.metrics()["w"]
+    assert float(m.tau) == pytest.approx(1.0, abs=1e-3)
+    torch.testing.assert_close(tracker.history("w"), history, rtol=0, atol=1e-5)

@@ -4,7 +4,10 @@ Every ``interval`` steps the tracked tensors are copied, in place and without a 
 preallocated ``(window, numel)`` ring buffer (``storage="full"``, default bfloat16), or projected
 to ``sketch_dim`` numbers by a seeded CountSketch (``storage="sketch"``: a sparse random
 projection that preserves inner products in expectation, at O(numel) memory instead of a dense
-Gaussian's O(sketch_dim·numel)). Statistics come from the T×T velocity Grams (see
+Gaussian's O(sketch_dim·numel)). Full snapshots are stored as differences from a float32 anchor
+(the first snapshot after a :meth:`~TrajectoryTracker.clear`), so bfloat16 rounds the motion
+rather than the weights: a norm weight near 1 moving by 1e-3 would otherwise round to no motion
+at all. Statistics come from the T×T velocity Grams (see
 :mod:`aiether._metrics`); under FSDP/DTensor each rank holds a shard, computes the Gram of its
 shard, and only those small Grams are all-reduced (a sum). Replicated tensors (DDP) need no
 communication.
@@ -119,6 +122,7 @@ class TrajectoryTracker:
             raise ValueError(f"named_params: repeated names in {names}")
         self._params = {n: p for n, p in items}
         self._buffers.clear()
+        self._anchors: dict[str, Tensor] = {}
         self._hash.clear()
         offset = rank(self.process_group) if is_initialized() else 0
         for i, (name, p) in enumerate(items):
@@ -128,6 +132,7 @@ class TrajectoryTracker:
                 self._buffers[name] = torch.zeros(
                     self.window, local.numel(), dtype=self.dtype, device=device
                 )
+                self._anchors[name] = torch.zeros(local.numel(), dtype=torch.float32, device=device)
             else:
                 gen = torch.Generator().manual_seed(self.seed + 1_000_003 * offset + 7919 * i)
                 bucket = torch.randint(0, self.sketch_dim, (local.numel(),), generator=gen)
@@ -162,7 +167,10 @@ class TrajectoryTracker:
             flat = _local(p).detach().reshape(-1)
             buf = self._buffers[name]
             if self.storage == "full":
-                buf[row].copy_(flat)
+                anchor = self._anchors[name]
+                if self._count == 0:
+                    anchor.copy_(flat)
+                buf[row].copy_(flat.float() - anchor)
             else:
                 bucket, sign = self._hash[name]
                 buf[row].zero_().index_add_(0, bucket, flat.float() * sign)
@@ -196,7 +204,8 @@ class TrajectoryTracker:
         """
         if self.storage != "full":
             raise ValueError("history() needs storage='full'; a sketch holds no weights")
-        return self._ordered(name).reshape(-1, *_local(self._params[name]).shape)
+        shape = _local(self._params[name]).shape
+        return (self._ordered(name).float() + self._anchors[name]).reshape(-1, *shape)
 
     def grams(self) -> dict[str, Tensor]:
         """Float32 ``(T, T)`` velocity Grams of every tensor; sharded tensors' local Grams are
@@ -248,7 +257,9 @@ class TrajectoryTracker:
     # -- persistence -------------------------------------------------------------------------
     def state_dict(self) -> dict[str, Any]:
         """Snapshot buffers (by tensor name) and the counter, for exact resume."""
-        return {"count": self._count, "buffers": {n: b.clone() for n, b in self._buffers.items()}}
+        buffers = {n: b.clone() for n, b in self._buffers.items()}
+        buffers.update({f"{n}/anchor": a.clone() for n, a in self._anchors.items()})
+        return {"count": self._count, "buffers": buffers}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         """Restore :meth:`state_dict` output; the tracked names and shapes must match.
@@ -257,14 +268,15 @@ class TrajectoryTracker:
             ValueError: different names or buffer shapes.
         """
         buffers = state["buffers"]
-        if set(buffers) != set(self._buffers):
+        mine = {**self._buffers, **{f"{n}/anchor": a for n, a in self._anchors.items()}}
+        if set(buffers) != set(mine):
             raise ValueError(
-                f"tracker state names {sorted(buffers)} do not match the tracked {sorted(self._buffers)}"
+                f"tracker state names {sorted(buffers)} do not match the tracked {sorted(mine)}"
             )
         for name, buf in buffers.items():
-            if buf.shape != self._buffers[name].shape:
+            if buf.shape != mine[name].shape:
                 raise ValueError(
-                    f"tracker state {name!r}: shape {tuple(buf.shape)} != {tuple(self._buffers[name].shape)}"
+                    f"tracker state {name!r}: shape {tuple(buf.shape)} != {tuple(mine[name].shape)}"
                 )
-            self._buffers[name].copy_(buf)
+            mine[name].copy_(buf)
         self._count = int(state["count"])
