@@ -11,8 +11,54 @@ import torch
 
 from aiether.train import build_parser, main
 
-ORIGINAL_FLAGS = ["output_dir", "num_epochs", "batch_size", "lr", "warmup_steps", "weight_decay", "block_size", "logging_interval", "eval_interval", "evals_per_epoch", "save_interval", "new_layer_strategy", "n_layer", "n_head", "n_embd", "dropout", "bias", "dataset_path", "pg_patience", "pg_threshold", "pg_warmup_steps", "pg_history_window", "pg_collect_interval", "beta0", "gamma0", "eta0", "k_subspace", "ell_orth", "tau_crit", "kappa_crit", "wandb_project", "wandb_name", "wandb_tags", "wandb_group"]
-NEW_FLAGS = ["text_file", "operator", "preserve", "trigger", "schedule", "initial_layers", "max_layers", "max_steps", "seed", "report_to"]
+ORIGINAL_FLAGS = [
+    "output_dir",
+    "num_epochs",
+    "batch_size",
+    "lr",
+    "warmup_steps",
+    "weight_decay",
+    "block_size",
+    "logging_interval",
+    "eval_interval",
+    "evals_per_epoch",
+    "save_interval",
+    "new_layer_strategy",
+    "n_layer",
+    "n_head",
+    "n_embd",
+    "dropout",
+    "bias",
+    "dataset_path",
+    "pg_patience",
+    "pg_threshold",
+    "pg_warmup_steps",
+    "pg_history_window",
+    "pg_collect_interval",
+    "beta0",
+    "gamma0",
+    "eta0",
+    "k_subspace",
+    "ell_orth",
+    "tau_crit",
+    "kappa_crit",
+    "wandb_project",
+    "wandb_name",
+    "wandb_tags",
+    "wandb_group",
+]
+NEW_FLAGS = [
+    "text_file",
+    "operator",
+    "preserve",
+    "trigger",
+    "schedule",
+    "initial_layers",
+    "max_layers",
+    "max_steps",
+    "seed",
+    "report_to",
+]
 
 
 def test_help_lists_every_original_flag(capsys: pytest.CaptureFixture[str]) -> None:
