@@ -8,8 +8,9 @@ from typing import Any
 import pytest
 import torch
 
-from benchmarks._inl_lm import BASELINE, Arm, Shape, build_lm, match_arm, select_lr
+from benchmarks._inl_lm import BASELINE, Arm, Shape, build_lm, match_arm
 from benchmarks.bench_inl_quality import ARMS
+from benchmarks.harness import select_lr
 
 SHAPE = Shape(d_model=64, num_layers=2, num_heads=4, num_iterations=3, seq_len=64)
 GPU_SHAPE = Shape(d_model=512, num_layers=8, num_heads=8, num_iterations=5, seq_len=512)

@@ -22,6 +22,7 @@ from .stats import (
 )
 from .timing import Timing, count_aten_ops, count_host_syncs, interleaved_timing
 from .train import LossModel, TrainLog, cosine_schedule, estimate_loss, train_lm
+from .tuning import fixed_lr, score, select_lr
 
 __all__ = [
     "GPT",
@@ -45,6 +46,7 @@ __all__ = [
     "downsample",
     "environment",
     "estimate_loss",
+    "fixed_lr",
     "get_batch",
     "git_state",
     "interleaved_timing",
@@ -54,7 +56,9 @@ __all__ = [
     "mean_std",
     "paired_t_interval",
     "progress",
+    "score",
     "seed_everything",
+    "select_lr",
     "setup_run",
     "student_t_quantile",
     "t_interval",
