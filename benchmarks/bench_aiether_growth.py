@@ -306,6 +306,10 @@ def main(argv: list[str] | None = None) -> None:
         "validation curve (mean of seeds' interpolated crossings) first reaches the static baseline's value at the budget on the same seed and curve windows; "
         "≤ 0.75 would meet the goal of 25% less compute.",
         "",
+        "## Operator and trigger contrasts (paired, same schedule and lr)",
+        "",
+        markdown_table(["difference", "val bits/byte [95% t]", "excludes 0"], _contrasts(report)),
+        "",
         "## lr selection",
         "",
         markdown_table(
@@ -372,6 +376,30 @@ def main(argv: list[str] | None = None) -> None:
         device=device,
     )
     print(f"wrote {path}")
+
+
+CONTRASTS = (
+    ("geometric", "copy", "the geometric extrapolation vs copying the source"),
+    ("geometric", "zero_init", "the geometric extrapolation vs the slot's own random init"),
+    ("copy", "zero_init", "copying vs random init"),
+    ("reference", "geometric", "the original coded rule vs the corrected one"),
+    ("gstack", "copy", "duplication without vs with zero-out preservation"),
+    ("geometric_trigger", "geometric", "the calibrated trigger vs the fixed schedule"),
+    ("static_upper", "static_budget", "more compute at full depth"),
+)
+
+
+def _contrasts(report: dict[str, list[dict[str, Any]]]) -> list[list[str]]:
+    rows = []
+    for a, b, what in CONTRASTS:
+        if report.get(a) and report.get(b):
+            ci = paired_t_interval(
+                [r["val_bpb"] for r in report[a]], [r["val_bpb"] for r in report[b]]
+            )
+            rows.append(
+                [f"{a} − {b} ({what})", ci.fmt(4), "yes" if ci.n > 1 and ci.excludes_zero else "no"]
+            )
+    return rows
 
 
 def json_change(change: dict[str, float]) -> str:
