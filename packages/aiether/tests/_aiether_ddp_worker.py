@@ -4,7 +4,9 @@ Each rank trains the same tiny AIetherGPT under DDP (``find_unused_parameters=Tr
 blocks get no gradient) on its own data, with a plateau trigger fed a rank-dependent validation
 loss: at ``PLATEAU_STEP`` only rank 0's losses have plateaued, so rank 1 grows at that step only
 because rank 0's decision is broadcast. A scheduled growth follows (geometric operator). Each rank
-saves its growth steps, losses and final parameters to ``{out_dir}/rank{rank}.pt``.
+saves its growth steps, losses and final parameters to ``{out_dir}/rank{rank}.pt``. Then a
+tensor sharded over the two ranks (a DTensor, as FSDP2 holds parameters) is tracked next to the
+same tensor unsharded: only the T×T Grams are all-reduced, and the statistics must agree.
 """
 
 from __future__ import annotations
@@ -22,6 +24,29 @@ from aiether.model import AIetherGPT, GPTConfig
 STEPS = 16
 PLATEAU_STEP = 5
 CONFIG = GPTConfig(block_size=16, vocab_size=32, n_layer=3, n_head=2, n_embd=16)
+
+
+def _sharded_statistics(rank: int) -> tuple[torch.Tensor, torch.Tensor]:
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.tensor import Shard, distribute_tensor
+
+    mesh = init_device_mesh("cpu", (2,))
+    history = torch.randn(6, 10, 4, generator=torch.Generator().manual_seed(7)).cumsum(0)
+    full = torch.zeros(10, 4)
+    sharded = distribute_tensor(torch.zeros(10, 4), mesh, [Shard(0)])
+    trackers = [
+        TrajectoryTracker([("w", t)], window=6, dtype=torch.float32) for t in (sharded, full)
+    ]
+    for row in history:
+        full.copy_(row)
+        sharded.to_local().copy_(row[5 * rank : 5 * rank + 5])
+        for tracker in trackers:
+            tracker.snapshot()
+    stats = []
+    for tracker in trackers:
+        m = tracker.metrics()["w"]
+        stats.append(torch.stack([m.tau, m.kappa]))
+    return stats[0], stats[1]
 
 
 def run(rank: int, out_dir: str, port: int) -> None:
@@ -74,6 +99,7 @@ def run(rank: int, out_dir: str, port: int) -> None:
             "active": torch.tensor(model.h.active_slots),  # type: ignore[union-attr]
             "params": {k: v.detach().clone() for k, v in model.state_dict().items()},
         }
+        result["sharded"], result["unsharded"] = _sharded_statistics(rank)
         torch.save(result, os.path.join(out_dir, f"rank{rank}.pt"))
     finally:
         dist.destroy_process_group()

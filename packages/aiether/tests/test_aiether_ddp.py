@@ -1,5 +1,6 @@
 """Two-process gloo DDP: a growth decided on rank 0 happens at the same step on both ranks,
-replicas stay identical through growth and training, and DDP raises no reducer error."""
+replicas stay identical through growth and training, and DDP raises no reducer error; a
+DTensor sharded over the ranks gets the statistics of the whole tensor."""
 
 from __future__ import annotations
 
@@ -44,3 +45,9 @@ def test_replicas_stay_identical(ranks: list[dict[str, Any]]) -> None:
     assert not torch.equal(r0["losses"], r1["losses"])  # different data per rank
     for key, value in r0["params"].items():
         assert torch.equal(value, r1["params"][key]), key
+
+
+def test_sharded_statistics_equal_the_whole_tensor(ranks: list[dict[str, Any]]) -> None:
+    for r in ranks:
+        torch.testing.assert_close(r["sharded"], r["unsharded"])
+        assert float(r["unsharded"][0]) > 1.0  # a random walk: not a degenerate straight line

@@ -38,7 +38,9 @@ def test_forward_snapshots_and_statistics_do_not_sync(preserve: str) -> None:
     assert isinstance(stack, GrowableStack)
     stack.grow()
     tracker = TrajectoryTracker(stack[3].named_parameters(), window=4)
-    sketch = TrajectoryTracker(stack[3].named_parameters(), window=4, storage="sketch", sketch_dim=64)
+    sketch = TrajectoryTracker(
+        stack[3].named_parameters(), window=4, storage="sketch", sketch_dim=64
+    )
     x, y = batch()
     with _no_host_sync():
         for _ in range(4):
