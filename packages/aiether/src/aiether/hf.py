@@ -310,19 +310,19 @@ class AIetherGPTForCausalLM(AIetherGPTPreTrainedModel, GenerationMixin):  # type
 
     @classmethod
     def from_pretrained(cls, *args: Any, **kwargs: Any) -> Any:
-        """``PreTrainedModel.from_pretrained``, then the active set: from the weights when they
-        carry one (it must equal ``config.aiether_active_layers``, else ``ValueError``), from the
-        config otherwise (an exported model: every block)."""
+        """``PreTrainedModel.from_pretrained``, then the active set: with
+        ``config.aiether_active_layers`` the weights' ``active`` buffer must equal it (else
+        ``ValueError``); without it (an exported model) every block runs."""
         want_info = bool(kwargs.pop("output_loading_info", False))
         loaded: Any = super().from_pretrained(*args, output_loading_info=True, **kwargs)
         model, info = loaded
         stack = model.transformer.h
         active = model.config.aiether_active_layers
-        if any(key.endswith("h.active") for key in info.get("missing_keys", ())):
-            stack.set_active(range(len(stack)) if active is None else active)
+        if active is None:  # an exported (compact) model: every block runs; no buffer saved
+            stack.set_active(range(len(stack)))
         else:
             stack._sync_mirrors()
-            if active is not None and list(active) != stack.active_slots:
+            if list(active) != stack.active_slots:
                 raise ValueError(
                     f"config.aiether_active_layers={active} but the weights' active set is "
                     f"{stack.active_slots}"
