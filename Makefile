@@ -10,7 +10,7 @@ PACKAGE ?=
 VERSION ?=
 BENCH_ARGS ?=
 
-.PHONY: help install demo test test-slow test-compile lint format typecheck check bench bench-quick build smoke bump versions
+.PHONY: help install demo demo-gpt test test-slow test-compile lint format typecheck check bench bench-quick build smoke bump versions
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -19,7 +19,10 @@ install: ## bootstrap uv if missing, then `uv sync --locked` (all packages, dev 
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --all-packages
 
-demo: install ## the main job: train the reference GPT on the embedded corpus (1–2 min on 2 CPU cores)
+demo: install ## the main job: all five libraries in one model, examples/all_five.py (≈1.5 min on 2 CPU cores)
+	$(RUN) python examples/all_five.py $(DEMO_ARGS)
+
+demo-gpt: install ## the single-model demo: the reference GPT on the embedded corpus (1–2 min on 2 CPU cores)
 	$(RUN) python -m benchmarks.demo $(DEMO_ARGS)
 
 test: install ## run every test except the slow and gpu ones
@@ -39,12 +42,12 @@ format: install ## ruff format and safe fixes
 	$(RUN) ruff check --fix .
 	$(RUN) ruff format .
 
-typecheck: install ## mypy --strict per package, then the benchmarks and scripts
+typecheck: install ## mypy --strict per package, then the benchmarks, scripts and examples
 	@set -e; for pkg in $(PACKAGES); do \
 		echo "mypy --strict packages/$$pkg/src"; \
 		$(RUN) mypy --strict packages/$$pkg/src; \
 	done
-	$(RUN) mypy --strict benchmarks scripts
+	$(RUN) mypy --strict benchmarks scripts examples
 
 versions: install ## check that all packages share one version and internal pins admit it
 	$(RUN) python scripts/check_versions.py

@@ -1,4 +1,4 @@
-"""`make demo`: train the reference GPT on the embedded corpus for one to two minutes on 2 CPU cores.
+"""`make demo-gpt`: train the reference GPT on the embedded corpus for one to two minutes on 2 CPU cores.
 
 Prints the validation loss before and after training and a generated sample, and writes the
 result to ``docs/results/demo/``: final validation bits/byte, the validation curve (every

@@ -55,7 +55,7 @@ DEFAULT_TARGETS: dict[str, dict[str, tuple[str, ...]]] = {
     },
 }
 
-Targets = str | tuple[str, ...] | None
+Targets = str | Sequence[str] | None  # lists as in PEFT; stored as a tuple
 
 
 def _as_targets(name: str, value: object) -> Targets:
