@@ -103,6 +103,16 @@ def test_copy_growth_without_preservation_changes_the_probe_loss() -> None:
     assert abs(e.probe_loss_after - e.probe_loss_before) > 1e-4  # type: ignore[operator]
 
 
+def test_growth_warns_when_the_zeroed_projections_miss_a_sublayer() -> None:
+    model = tiny_gpt()
+    model.h.out_proj_names = ("attn.c_proj",)  # type: ignore[union-attr]  # the MLP's is missing
+    opt, controller, sched = _setup(model, operator="copy")
+    with pytest.warns(RuntimeWarning, match=r"probe loss .* out_proj_names=\('attn.c_proj',\)"):
+        _train(model, opt, controller, sched, range(8))
+    e = controller.events[0]
+    assert e.probe_loss_after != e.probe_loss_before
+
+
 def test_isolated_warm_up_and_rewarm_learning_rates() -> None:
     model = tiny_gpt()
     opt, controller, sched = _setup(model, schedule=(5,))

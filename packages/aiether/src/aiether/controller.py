@@ -24,6 +24,7 @@ controller; without one the controller writes ``lr = initial_lr · rewarm · lr_
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -190,6 +191,22 @@ class GrowthController:
         for group in self.optimizer.param_groups:
             group["lr"] = group["initial_lr"] * rewarm * group["lr_mult"]
 
+    def _check_preserved(self, step: int, before: float | None, after: float | None) -> None:
+        """Warn when a preserving insertion changed the probe loss: the adapter's
+        ``out_proj_names`` then miss a sublayer that writes into the residual stream."""
+        if self.stack.preserve == "none" or before is None or after is None:
+            return
+        if abs(after - before) <= 1e-6 * max(1.0, abs(before)):
+            return
+        warnings.warn(
+            f"growth at step {step} changed the probe loss from {before!r} to {after!r} although "
+            f"preserve={self.stack.preserve!r}: out_proj_names={self.stack.out_proj_names} "
+            "probably miss a sublayer that writes into the residual stream; pass "
+            "StackAdapter(path=..., out_proj_names=(...)) naming every one",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+
     # -- the loop hook -----------------------------------------------------------------------
     def step(self, global_step: int, val_loss: float | None = None) -> GrowthEvent | None:
         """Call after ``optimizer.step()`` at ``global_step`` (0-based) and before
@@ -282,6 +299,7 @@ class GrowthController:
         if self.trigger.last_growth != global_step:
             self.trigger.record_growth(global_step)
         after = self._probe_loss()
+        self._check_preserved(global_step, before, after)
         values = metrics.as_floats() if metrics is not None else {}
         event = GrowthEvent(
             step=global_step,

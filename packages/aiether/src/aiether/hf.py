@@ -25,6 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from aiether.adapters import StackAdapter
 from aiether.controller import GrowthController
 from aiether.model import AIetherGPT, GPTConfig, init_gpt_module
 from aiether.param_groups import param_groups
@@ -72,11 +73,17 @@ def _base_lambda(kind: str, warmup: int, total: int) -> Callable[[int], float]:
 
 
 def create_optimizer_and_scheduler(
-    model: nn.Module, args: TrainingArguments, num_training_steps: int | None = None
+    model: nn.Module,
+    args: TrainingArguments,
+    num_training_steps: int | None = None,
+    *,
+    adapter: StackAdapter | None = None,
 ) -> tuple[torch.optim.AdamW, GrowthAwareLR]:
     """AdamW over :func:`aiether.param_groups` and a :class:`GrowthAwareLR` following
     ``args.lr_scheduler_type`` (linear, cosine, constant, constant_with_warmup) with
-    ``args.warmup_steps`` over ``args.max_steps`` (or ``num_training_steps``).
+    ``args.warmup_steps`` over ``args.max_steps`` (or ``num_training_steps``). ``adapter``
+    locates the blocks of a model :func:`aiether.for_model` does not know (pass the one the
+    stack and the controller use).
 
     Raises:
         ValueError: neither ``args.max_steps > 0`` nor ``num_training_steps``, or another
@@ -86,7 +93,7 @@ def create_optimizer_and_scheduler(
     if total is None or total <= 0:
         raise ValueError("set TrainingArguments.max_steps > 0 or pass num_training_steps")
     opt = torch.optim.AdamW(
-        param_groups(model, args.weight_decay),
+        param_groups(model, args.weight_decay, adapter),
         lr=args.learning_rate,
         betas=(args.adam_beta1, args.adam_beta2),
         eps=args.adam_epsilon,
