@@ -10,7 +10,7 @@ PACKAGE ?=
 VERSION ?=
 BENCH_ARGS ?=
 
-.PHONY: help install demo demo-gpt test test-slow test-compile lint format typecheck check bench bench-quick build smoke bump versions
+.PHONY: help install demo demo-gpt docs docs-serve workflows test test-slow test-compile lint format typecheck check bench bench-quick build smoke bump versions
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[36m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -52,7 +52,10 @@ typecheck: install ## mypy --strict per package, then the benchmarks, scripts an
 versions: install ## check that all packages share one version and internal pins admit it
 	$(RUN) python scripts/check_versions.py
 
-check: lint typecheck versions test ## lint + typecheck + version check + tests
+workflows: install ## actionlint on the GitHub workflows (the release workflow)
+	$(RUN) actionlint .github/workflows/*.yml
+
+check: lint typecheck versions workflows test ## lint + typecheck + version and workflow checks + tests
 
 bench: install ## every benchmark at its default (CPU) size; BENCH_ARGS="--quick" for smoke sizes
 	@set -e; for b in benchmarks/bench_*.py; do \
@@ -72,8 +75,15 @@ build: install ## build wheels and sdists into dist/ (PACKAGE=name for one packa
 		$(UV) build --no-sources --all-packages -o dist; \
 	fi
 
-smoke: build ## install each built wheel alone (with adaptnn-core) into a fresh venv and use it
+smoke: build ## twine check (READMEs render on PyPI), then each wheel alone in a fresh venv, used
+	$(RUN) twine check --strict dist/*
 	$(RUN) python scripts/smoke.py dist
+
+docs: install ## build the documentation site into site/ with mkdocs --strict
+	$(RUN) python scripts/build_docs.py
+
+docs-serve: install ## serve the documentation site locally with live reload
+	$(RUN) python scripts/build_docs.py --serve
 
 bump: install ## set every package version: make bump VERSION=x.y.z
 	@test -n "$(VERSION)" || (echo "usage: make bump VERSION=x.y.z" && exit 2)

@@ -1,22 +1,35 @@
 """Smoke-install each built wheel alone into a fresh venv and use it: `python scripts/smoke.py dist`.
 
-For every library wheel in the folder, a new virtual environment gets that wheel plus the
-adaptnn-core wheel (and their PyPI dependencies, torch included), nothing from the workspace.
-Then `packages/<name>/smoke.py` runs with that venv's Python from an empty working directory,
-so only the installed wheel can be imported. The smoke script imports the package and runs a tiny
-forward pass or optimiser step; a non-zero exit fails the smoke test.
+For every library wheel in the folder, a new virtual environment gets that wheel, plus the
+adaptnn-core wheel when the library depends on it, and their PyPI dependencies (torch included),
+nothing from the workspace. Two checks follow:
+
+- **Nothing undeclared**: every distribution installed in the venv must be reachable from the
+  library through required dependencies (``Requires-Dist`` without an ``extra`` marker, read from
+  the installed metadata). A sibling library, or a package that only an optional extra names,
+  fails the check.
+- **It works**: ``packages/<name>/smoke.py`` runs with that venv's Python from an empty working
+  directory, so only the installed wheel can be imported. The smoke script imports the package and
+  runs a tiny forward pass or optimiser step; a non-zero exit fails the smoke test.
 """
 
 from __future__ import annotations
 
+import email.parser
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
+import zipfile
 from pathlib import Path
 
 from _workspace import ROOT, members
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+# Installer tooling that may sit in a venv without being anyone's dependency.
+TOOLING = frozenset({"pip", "setuptools", "wheel"})
 
 
 def _uv() -> list[str]:
@@ -29,30 +42,80 @@ def _run(cmd: list[str], cwd: Path | None = None) -> None:
     subprocess.run(cmd, check=True, cwd=cwd)
 
 
+def _required(requires_dist: list[str]) -> list[str]:
+    """Names of the required dependencies (markers evaluated for this interpreter, no extra)."""
+    names = []
+    for line in requires_dist:
+        req = Requirement(line)
+        if req.marker is None or req.marker.evaluate({"extra": ""}):
+            names.append(canonicalize_name(req.name))
+    return names
+
+
+def _wheel_requires(wheel: Path) -> list[str]:
+    with zipfile.ZipFile(wheel) as zf:
+        meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
+        msg = email.parser.Parser().parsestr(zf.read(meta).decode("utf-8"))
+    return _required(msg.get_all("Requires-Dist") or [])
+
+
+def _installed(venv: Path) -> dict[str, list[str]]:
+    """Every distribution in ``venv``: canonical name -> its required dependencies."""
+    found = {}
+    for meta in venv.glob("lib/python*/site-packages/*.dist-info/METADATA"):
+        msg = email.parser.Parser().parsestr(meta.read_text(encoding="utf-8", errors="replace"))
+        found[canonicalize_name(msg["Name"])] = _required(msg.get_all("Requires-Dist") or [])
+    return found
+
+
+def undeclared(root: str, installed: dict[str, list[str]]) -> list[str]:
+    """Installed distributions that no chain of required dependencies from ``root`` reaches."""
+    reached: set[str] = set()
+    todo = [canonicalize_name(root)]
+    while todo:
+        name = todo.pop()
+        if name in reached:
+            continue
+        reached.add(name)
+        todo.extend(installed.get(name, []))
+    return sorted(set(installed) - reached - TOOLING)
+
+
 def smoke(dist: Path) -> int:
     wheels = {w.name.split("-")[0]: w for w in sorted(dist.glob("*.whl"))}
     core = wheels.get("adaptnn_core")
     if core is None:
         print(f"smoke: no adaptnn_core wheel in {dist}", file=sys.stderr)
         return 1
+    siblings = {canonicalize_name(m.name) for m in members()}
     failures = []
     for m in members():
-        dist_name = m.name.replace("-", "_")
-        wheel = wheels.get(dist_name)
+        wheel = wheels.get(m.name.replace("-", "_"))
         if wheel is None:
             continue
         script = m.folder / "smoke.py"
         if not script.exists():
             failures.append(f"{m.name}: missing {script.relative_to(ROOT)}")
             continue
+        requires = _wheel_requires(wheel)
+        pulled = sorted((set(requires) & siblings) - {"adaptnn-core"})
+        if pulled:
+            failures.append(f"{m.name}: depends on sibling libraries {pulled}")
+            continue
         start = time.perf_counter()
         with tempfile.TemporaryDirectory(prefix=f"smoke-{m.name}-") as tmp:
             venv = Path(tmp) / "venv"
             python = venv / "bin" / "python"
+            to_install = [str(wheel)]
+            if wheel != core and "adaptnn-core" in requires:
+                to_install.append(str(core))
             try:
                 _run([*_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)])
-                to_install = [str(wheel)] if wheel == core else [str(wheel), str(core)]
                 _run([*_uv(), "pip", "install", "--quiet", "--python", str(python), *to_install])
+                extra = undeclared(m.name, _installed(venv))
+                if extra:
+                    failures.append(f"{m.name}: installs undeclared distributions {extra}")
+                    continue
                 _run([str(python), str(script)], cwd=Path(tmp))
             except subprocess.CalledProcessError as exc:
                 failures.append(f"{m.name}: {exc}")
