@@ -79,11 +79,11 @@ smoke: build ## twine check (READMEs render on PyPI), then each wheel alone in a
 	$(RUN) twine check --strict dist/*
 	$(RUN) python scripts/smoke.py dist
 
-docs: install ## build the documentation site into site/ with mkdocs --strict
-	$(RUN) python scripts/build_docs.py
+docs: install ## build the documentation site into site/ with mkdocs --strict (mkdocs.yml)
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs build --strict
 
 docs-serve: install ## serve the documentation site locally with live reload
-	$(RUN) python scripts/build_docs.py --serve
+	NO_MKDOCS_2_WARNING=1 $(RUN) mkdocs serve
 
 bump: install ## set every package version: make bump VERSION=x.y.z
 	@test -n "$(VERSION)" || (echo "usage: make bump VERSION=x.y.z" && exit 2)

@@ -42,43 +42,49 @@ def _run(cmd: list[str], cwd: Path | None = None) -> None:
     subprocess.run(cmd, check=True, cwd=cwd)
 
 
-def _required(requires_dist: list[str]) -> list[str]:
-    """Names of the required dependencies (markers evaluated for this interpreter, no extra)."""
-    names = []
+def _requirements(requires_dist: list[str], extras: frozenset[str]) -> list[Requirement]:
+    """The requirements that apply with ``extras`` requested (none: the required ones only),
+    markers evaluated for this interpreter."""
+    out = []
     for line in requires_dist:
         req = Requirement(line)
-        if req.marker is None or req.marker.evaluate({"extra": ""}):
-            names.append(canonicalize_name(req.name))
-    return names
+        if req.marker is None or any(req.marker.evaluate({"extra": e}) for e in {"", *extras}):
+            out.append(req)
+    return out
 
 
 def _wheel_requires(wheel: Path) -> list[str]:
+    """Canonical names of the wheel's required dependencies."""
     with zipfile.ZipFile(wheel) as zf:
         meta = next(n for n in zf.namelist() if n.endswith(".dist-info/METADATA"))
         msg = email.parser.Parser().parsestr(zf.read(meta).decode("utf-8"))
-    return _required(msg.get_all("Requires-Dist") or [])
+    reqs = _requirements(msg.get_all("Requires-Dist") or [], frozenset())
+    return [canonicalize_name(r.name) for r in reqs]
 
 
 def _installed(venv: Path) -> dict[str, list[str]]:
-    """Every distribution in ``venv``: canonical name -> its required dependencies."""
-    found = {}
+    """Every distribution in ``venv``: canonical name -> its ``Requires-Dist`` lines."""
+    found: dict[str, list[str]] = {}
     for meta in venv.glob("lib/python*/site-packages/*.dist-info/METADATA"):
         msg = email.parser.Parser().parsestr(meta.read_text(encoding="utf-8", errors="replace"))
-        found[canonicalize_name(msg["Name"])] = _required(msg.get_all("Requires-Dist") or [])
+        found[canonicalize_name(msg["Name"])] = list(msg.get_all("Requires-Dist") or [])
     return found
 
 
 def undeclared(root: str, installed: dict[str, list[str]]) -> list[str]:
-    """Installed distributions that no chain of required dependencies from ``root`` reaches."""
-    reached: set[str] = set()
-    todo = [canonicalize_name(root)]
+    """Installed distributions that no chain of requirements from ``root`` (taken without
+    extras) reaches; a dependency's extras are followed where a requirement asks for them."""
+    reached: set[tuple[str, frozenset[str]]] = set()
+    todo = [(canonicalize_name(root), frozenset[str]())]
     while todo:
-        name = todo.pop()
-        if name in reached:
+        item = todo.pop()
+        if item in reached:
             continue
-        reached.add(name)
-        todo.extend(installed.get(name, []))
-    return sorted(set(installed) - reached - TOOLING)
+        reached.add(item)
+        name, extras = item
+        for req in _requirements(installed.get(name, []), extras):
+            todo.append((canonicalize_name(req.name), frozenset(req.extras)))
+    return sorted(set(installed) - {name for name, _ in reached} - TOOLING)
 
 
 def smoke(dist: Path) -> int:

@@ -39,3 +39,23 @@ def test_package_readmes_link_absolutely() -> None:
         readme = m.folder / "README.md"
         for target in LINK.findall(readme.read_text()):
             assert target.startswith(("https://", "http://", "#")), f"{readme}: {target}"
+
+
+def test_the_smoke_check_finds_what_no_requirement_explains() -> None:
+    from smoke import undeclared
+
+    installed = {
+        "athena": ["torch>=2.11", 'transformers>=5.23; extra == "hf"'],
+        "torch": ['cuda-toolkit[cublas]==13.0; platform_system == "Linux"', "filelock"],
+        "cuda-toolkit": ['nvidia-cublas; extra == "cublas"', 'nvidia-cufft; extra == "cufft"'],
+        "nvidia-cublas": [],
+        "filelock": [],
+        "transformers": [],  # only the hf extra names it
+        "aion-torch": [],  # a sibling nobody asked for
+        "nvidia-cufft": [],  # an extra of a dependency that nobody requested
+        "pip": [],
+    }
+    got = undeclared("athena", installed)
+    linux = sys.platform.startswith("linux")
+    want = ["aion-torch", "nvidia-cufft", "transformers"]
+    assert got == (want if linux else sorted([*want, "cuda-toolkit", "nvidia-cublas"]))

@@ -57,9 +57,11 @@ class GrowthController:
         trigger: when to grow.
         operator: how to initialise the new block (:mod:`aiether.operators`).
         preserve: must equal the stack's rule if given (it is fixed when the stack is built).
-        isolated_warmup_steps, isolated_lr_mult: the old blocks' lr multiplier after a growth
-            and for how long.
-        rewarm_steps, rewarm_from: the learning-rate re-warm after a growth.
+        isolated_warmup_steps: how many steps after a growth the old blocks run at
+            ``isolated_lr_mult``.
+        isolated_lr_mult: the old blocks' lr multiplier during that warm-up (0 freezes them).
+        rewarm_steps: length of the learning-rate re-warm after a growth.
+        rewarm_from: the lr factor the re-warm starts from (it rises linearly to 1).
         state_transfer: ``"none"``, ``"second_moment"`` or ``"full"``.
         layer_states: where to save the source and new block at each growth (optional).
         params: gains of the trajectory operators (defaults per operator).

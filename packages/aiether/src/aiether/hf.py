@@ -176,11 +176,17 @@ class AIetherGPTConfig(PreTrainedConfig):  # type: ignore[no-untyped-call]
     defaults, plus the growth state.
 
     Args:
-        block_size, vocab_size, n_layer, n_head, n_embd, dropout, bias: as the original
-            (``n_layer`` is the final depth).
+        block_size: the context length, as the original.
+        vocab_size: the vocabulary size, as the original.
+        n_layer: the final depth (every slot, active or not).
+        n_head: attention heads per block, as the original.
+        n_embd: the model width, as the original.
+        dropout: dropout probability, as the original.
+        bias: whether linears and norms have biases, as the original.
         aiether_active_layers: the active slots (``None``: all; what an exported model has).
         aiether_max_layers: recorded for readers (equals ``n_layer`` while growing).
-        aiether_preserve, aiether_slot_order: the stack's rules.
+        aiether_preserve: the stack's preservation rule.
+        aiether_slot_order: the stack's slot order.
         initializer_range: std of the N(0, σ) initialisation.
     """
 

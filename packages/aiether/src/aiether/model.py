@@ -130,8 +130,10 @@ class AIetherGPT(nn.Module):
 
     Args:
         config: model sizes (:class:`GPTConfig`).
-        initial_active, slot_order, preserve, ramp_steps: passed to :class:`GrowableStack`
-            (defaults: one active block, top-down growth, zero-out preservation).
+        initial_active: active blocks at the start (default 1), passed to :class:`GrowableStack`.
+        slot_order: where new blocks go (default ``"top_down"``), passed to the stack.
+        preserve: the function-preservation rule (default ``"zero_out"``), passed to the stack.
+        ramp_steps: length of a ``"gate_ramp"``, passed to the stack.
 
     ``forward(idx, targets=None)`` takes ``(B, T)`` token ids and returns ``(logits, loss)``:
     logits ``(B, T, vocab)``, the mean cross-entropy against ``targets`` (or ``None``).

@@ -44,8 +44,10 @@ class GrowthTrigger:
 
     Args:
         mode: see the module docstring.
-        tau_crit, kappa_crit: thresholds (normalised τ̃, κ̃; raw τ, κ in ``"reference"`` mode,
-            where ``None`` means 0). ``None`` elsewhere means 0.8.
+        tau_crit: threshold on the normalised τ̃ (raw τ in ``"reference"`` mode, where ``None``
+            means 0); ``None`` elsewhere means 0.8.
+        kappa_crit: threshold on the normalised κ̃ (raw κ in ``"reference"`` mode, where
+            ``None`` means 0); ``None`` elsewhere means 0.8.
         patience: consecutive evaluations the condition must hold.
         plateau_threshold: relative improvement below which the loss has plateaued.
         plateau_window: evaluations the improvement is measured over.
@@ -53,7 +55,8 @@ class GrowthTrigger:
         cooldown_steps: no growth within this many steps of the previous one.
         schedule: growth steps for ``mode="schedule"``.
         max_layers: never grow past this depth (default: the stack's size).
-        process_group, device: where the rank-0 decision is broadcast (a CUDA ``device`` for NCCL).
+        process_group: the group the rank-0 decision is broadcast in (``None``: the default).
+        device: the device of the broadcast tensor (a CUDA ``device`` for NCCL).
 
     Raises:
         ValueError: an unknown mode, a negative threshold, ``patience < 1``,

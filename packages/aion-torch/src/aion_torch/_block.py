@@ -24,7 +24,10 @@ class AionBlock(nn.Module):
     Args:
         layer: Sublayer mapping ``(..., D)`` to ``(..., D)``.
         dim: Feature size ``D`` of the norm.
-        alpha0, beta, ema_gamma, epsilon: Passed to :class:`AionResidual`.
+        alpha0: Initial base scale, passed to :class:`AionResidual`.
+        beta: Initial sensitivity, passed to :class:`AionResidual`.
+        ema_gamma: EMA decay, passed to :class:`AionResidual`.
+        epsilon: Stream-energy ε, passed to :class:`AionResidual`.
         norm: ``"layernorm"`` or ``"rmsnorm"``.
         residual: Use this residual module instead of a new ``AionResidual`` (then no
             ``aion_kwargs`` may be given). A residual whose class has ``post_norm = True`` is

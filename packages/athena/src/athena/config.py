@@ -97,12 +97,17 @@ class PolyAdapterConfig:
         task_type: PEFT task type (`"SEQ_CLS"`, `"CAUSAL_LM"`, ...); `SEQ_CLS` adds the head
             (`classifier` or `score`) to `modules_to_save`.
         inference_mode: loaded adapters are frozen.
-        base_model_name_or_path, revision: recorded in the saved config.
-        use_lora, use_ia3, use_moe: the three branches; at least one must be on.
+        base_model_name_or_path: the base model, recorded in the saved config.
+        revision: the base model's revision, recorded in the saved config.
+        use_lora: the LoRA branch (at least one of the three branches must be on).
+        use_ia3: the IA³ branch.
+        use_moe: the mixture of LoRA experts.
         feedforward_modules: targets whose IA³ vector scales the input instead of the output.
-        num_experts, top_k: size of the mixture of LoRA experts and how many serve each token
-            (`top_k == num_experts` is soft merging of all experts).
-        moe_rank, moe_alpha: rank and alpha of each expert (default: `r` and `lora_alpha`).
+        num_experts: how many LoRA experts the mixture has.
+        top_k: how many experts serve each token (`top_k == num_experts` is soft merging of all
+            experts).
+        moe_rank: rank of each expert (default: `r`).
+        moe_alpha: alpha of each expert (default: `lora_alpha`).
         renormalize: renormalise the selected experts' router probabilities to sum to one.
         router_jitter: multiplicative uniform noise on the router input while training.
         aux_loss_coef: weight of the Switch balance loss returned by `athena_aux_loss()`.

@@ -116,19 +116,23 @@ class PolyAdapter(nn.Module):
     """LoRA + IA³ + top-k mixture of LoRA experts around a frozen linear layer.
 
     Args:
-        in_features, out_features: layer sizes; taken from `base_layer` when it is given (and
-            then checked against it).
+        in_features: input size; taken from `base_layer` when it is given (and then checked
+            against it).
+        out_features: output size; likewise.
         rank: LoRA rank r.
         alpha: LoRA alpha (s = alpha / r). The original project fixed it at 32.
         dropout: dropout on the adapter input (LoRA and experts), in [0, 1).
-        use_lora, use_ia3, use_moe: the three branches; at least one on.
+        use_lora: the LoRA branch (at least one of the three branches on).
+        use_ia3: the IA³ branch.
+        use_moe: the mixture of LoRA experts.
         num_experts: E, experts in the mixture.
         k: experts per token (1 ≤ k ≤ E).
         base_layer: the frozen layer to wrap (`nn.Linear`, or a (in, out)-weight layer with
             `fan_in_fan_out=True`). Without it a frozen randomly initialised `nn.Linear` is
             created, which only makes sense in demos: wrap your model's layer instead.
         ia3_mode: `"output"` scales `Wx + b`, `"input"` scales x.
-        moe_rank, moe_alpha: rank and alpha of each expert (default `rank`, `alpha`).
+        moe_rank: rank of each expert (default `rank`).
+        moe_alpha: alpha of each expert (default `alpha`).
         renormalize: renormalise the selected experts' probabilities to sum to 1.
         router_jitter: ε of the multiplicative U(1 − ε, 1 + ε) router-input noise in training.
         use_rslora: scale by alpha / √r.

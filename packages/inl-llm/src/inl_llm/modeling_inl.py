@@ -676,8 +676,12 @@ class INLForCausalLM(INLPreTrainedModel, GenerationMixin):  # type: ignore[no-un
         """Logits and, with labels, the next-token loss.
 
         Args:
-            input_ids, attention_mask, position_ids, past_key_values, inputs_embeds, use_cache:
-                as :meth:`INLModel.forward`.
+            input_ids: as :meth:`INLModel.forward`.
+            attention_mask: as :meth:`INLModel.forward`.
+            position_ids: as :meth:`INLModel.forward`.
+            past_key_values: as :meth:`INLModel.forward`.
+            inputs_embeds: as :meth:`INLModel.forward`.
+            use_cache: as :meth:`INLModel.forward`.
             labels: (B, S) target ids aligned with the inputs (shifted inside); −100 is ignored.
                 The loss is the mean over counted tokens, or their sum divided by
                 ``num_items_in_batch`` when that keyword is given (gradient accumulation).
