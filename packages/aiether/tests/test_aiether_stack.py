@@ -204,7 +204,7 @@ def test_original_initialisation_and_tied_head() -> None:
     assert abs(float(block.mlp.c_fc.weight.detach().std()) - 0.02) < 0.003
     assert block.mlp.c_fc.out_features == 8 * TINY.n_embd
     assert block.mlp.c_proj.in_features == 4 * TINY.n_embd
-    assert float(block.attn.c_attn.bias.abs().max()) == 0.0
+    assert float(block.attn.c_attn.bias.detach().abs().max()) == 0.0
 
 
 @pytest.mark.parametrize(
