@@ -104,20 +104,11 @@ class Block(nn.Module):
 
     def __init__(self, c: GPTConfig) -> None:
         super().__init__()
-        self.attn_norm, self.attn, self.attn_res = (
-            nn.LayerNorm(c.d_model),
-            Attention(c),
-            AionResidual(),
-        )
-        self.inl_norm, self.inl_res = nn.LayerNorm(c.d_model), AionResidual()
-        self.inl = INLLayer(
-            INLConfig(d_model=c.d_model, num_iterations=c.inl_iterations, controller_hidden=32)
-        )
-        self.ffn_norm, self.ffn, self.ffn_res = (
-            nn.LayerNorm(c.d_model),
-            FeedForward(c),
-            AionResidual(),
-        )
+        d = c.d_model
+        self.attn_norm, self.attn, self.attn_res = nn.LayerNorm(d), Attention(c), AionResidual()
+        inl = INLConfig(d_model=d, num_iterations=c.inl_iterations, controller_hidden=32)
+        self.inl_norm, self.inl, self.inl_res = nn.LayerNorm(d), INLLayer(inl), AionResidual()
+        self.ffn_norm, self.ffn, self.ffn_res = nn.LayerNorm(d), FeedForward(c), AionResidual()
 
     def forward(self, x: Tensor) -> Tensor:
         n = self.attn_norm(x)
@@ -228,7 +219,7 @@ def grow_and_train(
     stack = make_growable(model, STACK, initial_active=1)
     print(f"aiether {aiether.__version__}: GrowableStack, active blocks {stack.active_slots}")
     groups = []
-    for g in param_groups(model, weight_decay=0.0, adapter=STACK):  # one group per block
+    for g in param_groups(model, weight_decay=0.0, adapter=STACK):  # 2 per block, 2 others
         if g["block"] is not None and not g["name"].endswith("no_decay"):  # the blocks' matrices
             groups.append({**g, "use_auon": True, "lr": args.lr})
         else:  # embeddings, head, norms, biases, INL gates, AION scales

@@ -15,6 +15,7 @@ from torch import nn
 from aion_torch import AionResidual
 from auon import AuONWithAuxAdam
 from benchmarks.harness import GPT, GPTConfig
+from tests.mix_and_match._common import counting_batches, train_step
 
 CONFIG = GPTConfig(seq_len=16, d_model=32, n_layers=2, n_heads=2, positions="rotary")
 
@@ -29,25 +30,11 @@ def _optimizer(model: nn.Module) -> AuONWithAuxAdam:
 
 
 def _batches(n: int) -> list[torch.Tensor]:
-    # A learnable stream: each sequence counts up by a random stride (mod 256).
-    gen = torch.Generator().manual_seed(1)
-    out = []
-    for _ in range(n):
-        start = torch.randint(0, 256, (8, 1), generator=gen)
-        stride = torch.randint(1, 4, (8, 1), generator=gen)
-        out.append((start + stride * torch.arange(CONFIG.seq_len + 1)) % 256)
-    return out
+    return counting_batches(n, 8, CONFIG.seq_len)
 
 
 def _train(model: GPT, opt: AuONWithAuxAdam, batches: list[torch.Tensor]) -> list[float]:
-    losses = []
-    for b in batches:
-        loss = model.loss(b[:, :-1], b[:, 1:])
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(float(loss.detach()))
-    return losses
+    return [train_step(model, opt, b) for b in batches]
 
 
 def test_aion_gpt_learns_with_auon() -> None:
