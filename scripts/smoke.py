@@ -11,6 +11,10 @@ nothing from the workspace. Two checks follow:
 - **It works**: ``packages/<name>/smoke.py`` runs with that venv's Python from an empty working
   directory, so only the installed wheel can be imported. The smoke script imports the package and
   runs a tiny forward pass or optimiser step; a non-zero exit fails the smoke test.
+
+An optional extra ``X`` with a script ``packages/<name>/smoke_X.py`` gets a venv of its own with
+``wheel[X]`` installed, the same two checks (the extra's requirements count as declared there),
+and that script.
 """
 
 from __future__ import annotations
@@ -71,20 +75,46 @@ def _installed(venv: Path) -> dict[str, list[str]]:
     return found
 
 
-def undeclared(root: str, installed: dict[str, list[str]]) -> list[str]:
-    """Installed distributions that no chain of requirements from ``root`` (taken without
-    extras) reaches; a dependency's extras are followed where a requirement asks for them."""
+def undeclared(
+    root: str, installed: dict[str, list[str]], extras: frozenset[str] = frozenset()
+) -> list[str]:
+    """Installed distributions that no chain of requirements from ``root`` (with ``extras``)
+    reaches; a dependency's extras are followed where a requirement asks for them."""
     reached: set[tuple[str, frozenset[str]]] = set()
-    todo = [(canonicalize_name(root), frozenset[str]())]
+    todo = [(canonicalize_name(root), extras)]
     while todo:
         item = todo.pop()
         if item in reached:
             continue
         reached.add(item)
-        name, extras = item
-        for req in _requirements(installed.get(name, []), extras):
+        name, wanted = item
+        for req in _requirements(installed.get(name, []), wanted):
             todo.append((canonicalize_name(req.name), frozenset(req.extras)))
     return sorted(set(installed) - {name for name, _ in reached} - TOOLING)
+
+
+def _try(name: str, wheels: list[Path], script: Path, extra: str | None) -> str | None:
+    """One fresh venv: install, check the installed set, run ``script``; the failure, or None."""
+    label = f"{name}[{extra}]" if extra else name
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix=f"smoke-{name}-") as tmp:
+        venv = Path(tmp) / "venv"
+        python = venv / "bin" / "python"
+        to_install = [str(w) for w in wheels]
+        if extra:
+            to_install[0] += f"[{extra}]"
+        try:
+            _run([*_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)])
+            _run([*_uv(), "pip", "install", "--quiet", "--python", str(python), *to_install])
+            wanted = frozenset({extra}) if extra else frozenset[str]()
+            extra_dists = undeclared(name, _installed(venv), wanted)
+            if extra_dists:
+                return f"{label}: installs undeclared distributions {extra_dists}"
+            _run([str(python), str(script)], cwd=Path(tmp))
+        except subprocess.CalledProcessError as exc:
+            return f"{label}: {exc}"
+    print(f"smoke: {label} ok ({time.perf_counter() - start:.0f} s)", flush=True)
+    return None
 
 
 def smoke(dist: Path) -> int:
@@ -108,25 +138,18 @@ def smoke(dist: Path) -> int:
         if pulled:
             failures.append(f"{m.name}: depends on sibling libraries {pulled}")
             continue
-        start = time.perf_counter()
-        with tempfile.TemporaryDirectory(prefix=f"smoke-{m.name}-") as tmp:
-            venv = Path(tmp) / "venv"
-            python = venv / "bin" / "python"
-            to_install = [str(wheel)]
-            if wheel != core and "adaptnn-core" in requires:
-                to_install.append(str(core))
-            try:
-                _run([*_uv(), "venv", "--quiet", "--python", sys.executable, str(venv)])
-                _run([*_uv(), "pip", "install", "--quiet", "--python", str(python), *to_install])
-                extra = undeclared(m.name, _installed(venv))
-                if extra:
-                    failures.append(f"{m.name}: installs undeclared distributions {extra}")
-                    continue
-                _run([str(python), str(script)], cwd=Path(tmp))
-            except subprocess.CalledProcessError as exc:
-                failures.append(f"{m.name}: {exc}")
-                continue
-        print(f"smoke: {m.name} ok ({time.perf_counter() - start:.0f} s)", flush=True)
+        to_install = [wheel]
+        if wheel != core and "adaptnn-core" in requires:
+            to_install.append(core)
+        runs: list[tuple[Path, str | None]] = [(script, None)]
+        for extra in m.pyproject["project"].get("optional-dependencies", {}):
+            extra_script = m.folder / f"smoke_{extra}.py"
+            if extra_script.exists():
+                runs.append((extra_script, extra))
+        for path, extra in runs:
+            failure = _try(m.name, to_install, path, extra)
+            if failure is not None:
+                failures.append(failure)
     for f in failures:
         print(f"smoke: FAILED {f}", file=sys.stderr)
     return 1 if failures else 0
