@@ -57,6 +57,17 @@ def test_original_compatible_constructor_creates_a_frozen_linear() -> None:
     assert layer(torch.randn(3, 16)).shape == (3, 12)
 
 
+def test_the_original_positional_order_is_kept() -> None:
+    # The original: PolyAdapter(in, out, rank, num_experts, k, dropout, use_lora, use_ia3, use_moe)
+    layer = PolyAdapter(16, 12, 4, 2, 2, 0.0, True, False, True)
+    spec = layer.specs["default"]
+    assert (spec.rank, spec.num_experts, spec.top_k, spec.dropout) == (4, 2, 2, 0.0)
+    assert (spec.use_lora, spec.use_ia3, spec.use_moe) == (True, False, True)
+    assert spec.alpha == 32.0  # keyword-only: alpha=...
+    with pytest.raises(TypeError):
+        PolyAdapter(16, 12, 4, 2, 2, 0.0, True, False, True, 16.0)  # type: ignore[misc]
+
+
 def test_branch_formula_against_a_hand_written_oracle() -> None:
     torch.manual_seed(3)
     layer = _wrapped(True, True, True, init_lora_weights=False, dropout=0.0, alpha=6.0, k=2).eval()

@@ -115,18 +115,21 @@ def _weight_of(base: nn.Module) -> Tensor:
 class PolyAdapter(nn.Module):
     """LoRA + IA³ + top-k mixture of LoRA experts around a frozen linear layer.
 
+    The positional order is the original project's, ``PolyAdapter(in_features, out_features,
+    rank, num_experts, k, dropout, use_lora, use_ia3, use_moe)``; everything new is keyword-only.
+
     Args:
         in_features: input size; taken from `base_layer` when it is given (and then checked
             against it).
         out_features: output size; likewise.
         rank: LoRA rank r.
-        alpha: LoRA alpha (s = alpha / r). The original project fixed it at 32.
+        num_experts: E, experts in the mixture.
+        k: experts per token (1 ≤ k ≤ E).
         dropout: dropout on the adapter input (LoRA and experts), in [0, 1).
         use_lora: the LoRA branch (at least one of the three branches on).
         use_ia3: the IA³ branch.
         use_moe: the mixture of LoRA experts.
-        num_experts: E, experts in the mixture.
-        k: experts per token (1 ≤ k ≤ E).
+        alpha: LoRA alpha (s = alpha / r), keyword-only. The original project fixed it at 32.
         base_layer: the frozen layer to wrap (`nn.Linear`, or a (in, out)-weight layer with
             `fan_in_fan_out=True`). Without it a frozen randomly initialised `nn.Linear` is
             created, which only makes sense in demos: wrap your model's layer instead.
@@ -153,14 +156,14 @@ class PolyAdapter(nn.Module):
         in_features: int | None = None,
         out_features: int | None = None,
         rank: int = 8,
-        alpha: float = 32.0,
+        num_experts: int = 4,
+        k: int = 1,
         dropout: float = 0.1,
         use_lora: bool = True,
         use_ia3: bool = True,
         use_moe: bool = True,
-        num_experts: int = 4,
-        k: int = 1,
         *,
+        alpha: float = 32.0,
         base_layer: nn.Module | None = None,
         ia3_mode: Ia3Mode = "output",
         moe_rank: int | None = None,
