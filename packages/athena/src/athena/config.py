@@ -16,6 +16,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from ._checks import check_dropout, check_mixture, check_moe_impl, check_switches
+
 __all__ = ["ATHENA_VERSION", "DEFAULT_TARGETS", "PeftType", "PolyAdapterConfig"]
 
 ATHENA_VERSION = "0.1.0"
@@ -166,8 +168,7 @@ class PolyAdapterConfig:
         self._validate()
 
     def _validate(self) -> None:
-        if not (self.use_lora or self.use_ia3 or self.use_moe):
-            raise ValueError("use_lora, use_ia3 and use_moe are all False: nothing to adapt")
+        check_switches(self.use_lora, self.use_ia3, self.use_moe)
         if self.use_lora and (not isinstance(self.r, int) or self.r < 1):
             raise ValueError(
                 f"r must be a positive int when use_lora=True, got {self.r!r} "
@@ -176,23 +177,18 @@ class PolyAdapterConfig:
         for key, rank in self.rank_pattern.items():
             if not isinstance(rank, int) or rank < 0:
                 raise ValueError(f"rank_pattern[{key!r}] must be an int >= 0, got {rank!r}")
-        if not 0.0 <= self.lora_dropout < 1.0:
-            raise ValueError(f"lora_dropout must be in [0, 1), got {self.lora_dropout!r}")
+        check_dropout(self.lora_dropout, "lora_dropout")
         if self.bias != "none":
             raise ValueError(f"bias={self.bias!r} is not supported: only 'none' (frozen biases)")
         if self.use_moe:
-            if self.num_experts < 1:
-                raise ValueError(f"num_experts must be >= 1, got {self.num_experts!r}")
-            if not 1 <= self.top_k <= self.num_experts:
-                raise ValueError(
-                    f"top_k must be in [1, num_experts={self.num_experts}], got {self.top_k!r}"
-                )
-            if self.moe_rank is not None and self.moe_rank < 1:
-                raise ValueError(f"moe_rank must be >= 1, got {self.moe_rank!r}")
-            if self.router_jitter < 0:
-                raise ValueError(f"router_jitter must be >= 0, got {self.router_jitter!r}")
-        if self.moe_impl not in ("dense", "gather"):
-            raise ValueError(f"moe_impl must be 'dense' or 'gather', got {self.moe_impl!r}")
+            check_mixture(
+                num_experts=self.num_experts,
+                top_k=self.top_k,
+                moe_rank=self.moe_rank,
+                router_jitter=self.router_jitter,
+                k_name="top_k",
+            )
+        check_moe_impl(self.moe_impl)
         if self.aux_loss_coef < 0:
             raise ValueError(f"aux_loss_coef must be >= 0, got {self.aux_loss_coef!r}")
         if self.feedforward_modules is not None and not self.use_ia3:

@@ -33,6 +33,7 @@ from typing import Literal, cast
 import torch
 from torch import Tensor, nn
 
+from ._checks import check_dropout, check_mixture, check_moe_impl, check_switches
 from .routing import (
     Routing,
     balance_loss,
@@ -69,30 +70,24 @@ class AdapterSpec:
     moe_impl: MoeImpl = "dense"
 
     def __post_init__(self) -> None:
-        if not (self.use_lora or self.use_ia3 or self.use_moe):
-            raise ValueError("use_lora, use_ia3 and use_moe are all False: nothing to adapt")
+        check_switches(self.use_lora, self.use_ia3, self.use_moe)
         if self.use_lora and self.rank < 1:
             raise ValueError(
                 f"rank must be >= 1 with use_lora=True, got {self.rank} "
                 "(rank 0 means: do not target this module)"
             )
-        if not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        check_dropout(self.dropout, "dropout")
         if self.ia3_mode not in ("output", "input"):
             raise ValueError(f"ia3_mode must be 'output' or 'input', got {self.ia3_mode!r}")
         if self.use_moe:
-            if self.num_experts < 1:
-                raise ValueError(f"num_experts must be >= 1, got {self.num_experts}")
-            if not 1 <= self.top_k <= self.num_experts:
-                raise ValueError(
-                    f"k must be in [1, num_experts={self.num_experts}], got {self.top_k}"
-                )
-            if self.moe_rank < 1:
-                raise ValueError(f"moe_rank must be >= 1, got {self.moe_rank}")
-            if self.router_jitter < 0:
-                raise ValueError(f"router_jitter must be >= 0, got {self.router_jitter!r}")
-            if self.moe_impl not in ("dense", "gather"):
-                raise ValueError(f"moe_impl must be 'dense' or 'gather', got {self.moe_impl!r}")
+            check_mixture(
+                num_experts=self.num_experts,
+                top_k=self.top_k,
+                moe_rank=self.moe_rank,
+                router_jitter=self.router_jitter,
+                k_name="k",
+            )
+            check_moe_impl(self.moe_impl)
 
     @property
     def scaling(self) -> float:
