@@ -232,6 +232,32 @@ def test_state_dict_round_trip_and_deepcopy() -> None:
         assert torch.equal(opt2.state[p]["momentum_buffer"], opt.state[p]["momentum_buffer"])
 
 
+def test_a_checkpoint_of_the_original_optimizer_loads() -> None:
+    # The original package's AuON saved groups with lr, momentum, weight_decay and gamma only,
+    # and a state of one "momentum_buffer" per parameter.
+    pa = _mixed_params(11)
+    oa = AuON(pa, lr=0.05, weight_decay=0.1, variant="repo")
+    _run(oa, pa, range(3))
+    sd = copy.deepcopy(oa.state_dict())
+    original = {
+        "state": {i: {"momentum_buffer": st["momentum_buffer"]} for i, st in sd["state"].items()},
+        "param_groups": [
+            {k: g[k] for k in ("lr", "momentum", "weight_decay", "params")} | {"gamma": 1.5}
+            for g in sd["param_groups"]
+        ],
+    }
+    pb = [torch.nn.Parameter(p.detach().clone()) for p in pa]
+    ob = AuON(pb, lr=0.05, weight_decay=0.1, variant="repo")
+    ob.load_state_dict(original)
+    assert ob.param_groups[0]["variant"] == "repo"  # filled from the constructor
+    assert ob.param_groups[0]["gamma"] == 1.5  # kept from the checkpoint
+    _run(oa, pa, range(3, 6))
+    _run(ob, pb, range(3, 6))
+    for x, y in zip(pa, pb, strict=True):
+        assert torch.equal(x, y)
+    assert all(int(ob.state[p]["nonfinite_steps"]) == 0 for p in pb)
+
+
 def test_bf16_parameters() -> None:
     ps = _mixed_params(11, torch.bfloat16)
     ref = [torch.nn.Parameter(p.detach().float()) for p in ps]

@@ -44,6 +44,19 @@ class _ValidatedOptimizer(torch.optim.Optimizer):
     def _group_step(self, group: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def _group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The hyperparameters a group of this optimiser has when nothing overrides them."""
+        return dict(self.defaults)
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        """Called by ``load_state_dict`` and unpickling. A saved group that lacks a hyperparameter
+        (a checkpoint of the original optimiser, or of an older version) gets this optimiser's
+        value, as ``torch.optim`` optimisers do for options added after a release."""
+        super().__setstate__(state)
+        for group in self.param_groups:
+            for key, value in self._group_defaults(group).items():
+                group.setdefault(key, value)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a param group after validating its hyperparameters and parameters."""
         super().add_param_group(param_group)

@@ -55,13 +55,15 @@ def _params_with_grads(group: dict[str, Any], name: str) -> list[Tensor]:
 def _collect_group(state: Any, group: dict[str, Any], name: str) -> _GroupTensors:
     """The parameters of ``group`` with gradients and their momentum state (created lazily).
 
-    Creates ``"momentum_buffer"`` (zeros like ``p``) and ``"nonfinite_steps"`` (int64 0-D).
+    Creates ``"momentum_buffer"`` (zeros like ``p``) and ``"nonfinite_steps"`` (int64 0-D), each
+    when missing: a state loaded from the original optimiser has only the momentum buffer.
     """
     params = _params_with_grads(group, name)
     for p in params:
         st = state[p]
-        if len(st) == 0:
+        if "momentum_buffer" not in st:
             st["momentum_buffer"] = torch.zeros_like(p, memory_format=torch.preserve_format)
+        if "nonfinite_steps" not in st:
             st["nonfinite_steps"] = torch.zeros((), dtype=torch.int64, device=_local(p).device)
     return _GroupTensors(
         params,

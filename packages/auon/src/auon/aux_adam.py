@@ -145,6 +145,9 @@ class AuONWithAuxAdam(_ValidatedOptimizer):
         groups += [{**g, "use_auon": False} for g in others]
         return cls(groups)
 
+    def _group_defaults(self, group: dict[str, Any]) -> dict[str, Any]:
+        return dict(_AUON_DEFAULTS if group.get("use_auon") else _ADAM_DEFAULTS)
+
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Add a group; fills the AuON or AdamW defaults according to ``use_auon`` and validates."""
         if not isinstance(param_group.get("use_auon"), bool):
