@@ -19,7 +19,7 @@ install: ## bootstrap uv if missing, then `uv sync --locked` (all packages, dev 
 	@command -v uv >/dev/null 2>&1 || python3 -m uv --version >/dev/null 2>&1 || python3 -m pip install --quiet uv
 	$(UV) sync --locked --all-packages
 
-demo: install ## the main job: all five libraries in one model, examples/all_five.py (≈1.5 min on 2 CPU cores)
+demo: install ## the main job: all five libraries in one model, examples/all_five.py (1–2 min on 2 CPU cores)
 	$(RUN) python examples/all_five.py $(DEMO_ARGS)
 
 demo-gpt: install ## the single-model demo: the reference GPT on the embedded corpus (1–2 min on 2 CPU cores)
