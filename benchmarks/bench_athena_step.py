@@ -1,4 +1,4 @@
-"""Training-step cost of the athena methods on MiniLM: interleaved step times, FLOPs, peak memory.
+"""Training-step cost of the athena methods on MiniLM: interleaved step times and FLOPs.
 
 Spec athena §5 and the issue's step-time targets: PolyAdapter (LoRA only) ≤ 1.05× PEFT LoRA, and
 LoRA + MoE (E 4, k 1) ≤ 1.3× LoRA. Every arm is one full training step (forward, backward,
@@ -14,8 +14,8 @@ Also measured:
   saves, relative to full fine-tuning.
 * Freezing: LoRA with the first 0, 2, 4 of 6 encoder blocks frozen (requires_grad off, as the
   progressive freezing scheduler leaves them), so backward stops early.
-* Peak resident memory of a process that builds the method and runs 10 steps (each arm in a
-  fresh subprocess, `resource.getrusage` high-water mark).
+* Memory is `benchmarks.bench_athena_memory` (the process high-water mark this module once
+  reported was set while loading, the same for every arm).
 * MoE implementations: the dense batched expert mix against gathering the selected experts.
 
 `--quick`: fewer arms and iterations. Run: `uv run python -m benchmarks.bench_athena_step`.
@@ -24,10 +24,6 @@ Also measured:
 from __future__ import annotations
 
 import argparse
-import json
-import resource
-import subprocess
-import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -109,34 +105,9 @@ def count_flops(step: Callable[[], None]) -> int:
     return int(counter.get_total_flops())
 
 
-def peak_rss_mb(arm: str, threads: int) -> float:
-    """Peak RSS (MiB) of a fresh process that builds `arm` and runs 10 training steps."""
-    code = (
-        "import json, resource, torch, sys\n"
-        f"torch.set_num_threads({threads})\n"
-        "from benchmarks.bench_athena_step import _child\n"
-        f"print(json.dumps(_child({arm!r})))\n"
-    )
-    out = subprocess.run(
-        [sys.executable, "-c", code], check=True, capture_output=True, text=True
-    ).stdout
-    return float(json.loads(out.strip().splitlines()[-1])["peak_rss_mb"])
-
-
-def _child(arm: str) -> dict[str, float]:
-    tokenizer = load_tokenizer()
-    data = encode(build_lexsent(tokenizer, config_for(quick=True)).train, tokenizer)
-    batch = {k: v[:32] for k, v in data.items()}
-    step = step_fn(make_arm(arm), batch)
-    for _ in range(10):
-        step()
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = common_parser("athena training-step cost on MiniLM: interleaved times, FLOPs, memory")
+    parser = common_parser("athena training-step cost on MiniLM: interleaved times and FLOPs")
     parser.add_argument("--iters", type=int, default=None, help="timed steps per arm (30; quick 5)")
-    parser.add_argument("--no-rss", action="store_true", help="skip the peak-RSS subprocesses")
     return parser.parse_args(argv)
 
 
@@ -152,9 +123,6 @@ def main(argv: list[str] | None = None) -> None:
     steps = {arm: step_fn(model, batch) for arm, model in models.items()}
     flops = {arm: count_flops(steps[arm]) for arm in arms}
     timings = interleaved_timing(steps, warmup=3 if args.quick else 5, iters=iters)
-    rss = (
-        {} if (args.no_rss or args.quick) else {arm: peak_rss_mb(arm, args.threads) for arm in arms}
-    )
     base = timings["peft_lora"]
     full_flops = flops.get("full")
     records: list[dict[str, Any]] = []
@@ -172,8 +140,6 @@ def main(argv: list[str] | None = None) -> None:
             "total": total,
             "samples_us": timings[arm].samples_us(),
         }
-        if arm in rss:
-            record["peak_rss_mb"] = rss[arm]
         records.append(record)
         rows.append(
             [
@@ -183,7 +149,6 @@ def main(argv: list[str] | None = None) -> None:
                 f"{flops[arm] / 1e9:.2f}",
                 f"{full_flops / flops[arm]:.2f}×" if full_flops else "—",
                 f"{trainable:,d}",
-                f"{rss[arm]:.0f}" if arm in rss else "—",
             ]
         )
     text = (
@@ -199,7 +164,6 @@ def main(argv: list[str] | None = None) -> None:
             "GFLOPs/step",
             "full FT FLOPs ÷ arm",
             "trainable",
-            "peak RSS MiB",
         ],
         rows,
     )

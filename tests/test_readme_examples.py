@@ -23,14 +23,17 @@ DOCS = sorted(
         *(p for p in ROOT.glob("docs/**/*.md") if RESULTS not in p.parents),
     ],
 )
-_BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _FENCE = re.compile(r"^```(\S*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 _NOT_RUN = re.compile(r"<!-- not run: \S.*-->\s*$")
 _SKIP = re.compile(r"# doctest: skip \(\S[^)]*\)")
 
 
 def _blocks(path: Path) -> list[str]:
-    return [b for b in _BLOCK.findall(path.read_text()) if "# doctest: skip" not in b]
+    return [
+        body
+        for lang, body in _FENCE.findall(path.read_text())
+        if lang == "python" and "# doctest: skip" not in body
+    ]
 
 
 @pytest.mark.parametrize("path", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
